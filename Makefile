@@ -1,0 +1,58 @@
+# mlfn: every target creates .venv and installs from pyproject.toml when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv dev test test-fast lint bench render build deploy undeploy produce status clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install mlfn with its dev and torch extras
+
+dev: venv ## start the whole platform locally on the embedded broker
+	$(BIN)/mlfn dev
+
+test: venv ## run the whole suite (unit, integration on the real broker, end to end)
+	$(BIN)/python -m pytest -W error -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: venv ## unit tests only
+	$(BIN)/python -m pytest -W error -m unit $(PYTEST_ARGS)
+
+lint: venv ## ruff and mypy --strict on the packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv ## benchmarks; each prints a table
+	$(BIN)/python -m bench
+
+render: venv ## print Knative manifests rendered from the function specs
+	$(BIN)/mlfn render
+
+build: venv ## build and push images (docker, podman or buildah)
+	$(BIN)/mlfn build
+
+deploy: venv ## apply the manifests to the current kube context (FUNCTION=name for one)
+	$(BIN)/mlfn deploy $(if $(FUNCTION),--function $(FUNCTION))
+
+undeploy: venv ## delete what deploy applied
+	$(BIN)/mlfn undeploy $(if $(FUNCTION),--function $(FUNCTION))
+
+produce: venv ## stream the example dataset into the raw topic
+	$(BIN)/mlfn produce --dataset digits --rate 200
+
+status: venv ## functions, revisions, sources and triggers of the running platform
+	$(BIN)/mlfn status
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) .mlfn .pytest_cache .mypy_cache .ruff_cache

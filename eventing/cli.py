@@ -1,0 +1,7 @@
+"""The `mlfn` commands that eventing provides. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,312 @@
+"""All CloudEvents conversion lives here: the HTTP and Kafka protocol bindings.
+
+This is the only module that imports the ``cloudevents`` SDK (1.x, whose bindings are
+``cloudevents.http`` and ``cloudevents.kafka``). Moving to the 2.x SDK
+(``cloudevents.core.bindings``) is a change to this file alone.
+
+Transports see plain values: :class:`HttpMessage` (headers + body) and
+:class:`KafkaRecord` (headers + key + value). Every decode error is a :class:`CodecError`
+(a ``ValueError``) whose message says what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents import exceptions as ce_errors
+from cloudevents import kafka as ce_kafka
+from cloudevents.conversion import to_json as _to_json
+from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
+
+__all__ = [
+    "BATCH_CONTENT_TYPE",
+    "STRUCTURED_CONTENT_TYPE",
+    "CloudEvent",
+    "CodecError",
+    "HttpMessage",
+    "KafkaRecord",
+    "attributes",
+    "event_data",
+    "event_from_dict",
+    "event_to_dict",
+    "from_http_batch",
+    "from_http_message",
+    "from_kafka",
+    "is_cloudevent_http",
+    "is_cloudevent_kafka",
+    "new_event",
+    "to_http_batch",
+    "to_http_binary",
+    "to_http_structured",
+    "to_kafka_binary",
+    "to_kafka_structured",
+    "with_attributes",
+]
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+_REQUIRED = ("id", "source", "type", "specversion")
+
+
+class CodecError(ValueError):
+    """A message is not a valid CloudEvent in the expected binding."""
+
+
+@dataclass(frozen=True)
+class HttpMessage:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """A Kafka record as transports see it; header values are bytes."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def new_event(
+    type: str, source: str, data: Any = None, *, id: str | None = None, **extensions: Any
+) -> CloudEvent:
+    """Build a CloudEvent with a fresh id and time; JSON data gets ``application/json``.
+
+    Example:
+        >>> ev = new_event("mlfn.features", "/mlfn/preprocess", {"x": [1, 2]})
+        >>> ev["type"]
+        'mlfn.features'
+    """
+    attrs: dict[str, Any] = {
+        "type": type,
+        "source": source,
+        "id": id or str(uuid.uuid4()),
+        "time": datetime.now(UTC).isoformat(),
+    }
+    if data is not None and not isinstance(data, bytes | str):
+        attrs["datacontenttype"] = "application/json"
+    attrs.update(extensions)
+    return CloudEvent(attrs, data)
+
+
+def attributes(event: CloudEvent) -> dict[str, Any]:
+    """The event's context attributes and extensions (not its data)."""
+    return dict(event.get_attributes())
+
+
+def event_data(event: CloudEvent) -> Any:
+    return event.get_data()
+
+
+def with_attributes(event: CloudEvent, **attrs: Any) -> CloudEvent:
+    """A copy of ``event`` with attributes added or replaced (``None`` removes one)."""
+    merged = attributes(event)
+    for k, v in attrs.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return CloudEvent(merged, event.get_data())
+
+
+def event_to_dict(event: CloudEvent) -> dict[str, Any]:
+    """The event as a structured-mode JSON object (data inline or ``data_base64``)."""
+    obj: dict[str, Any] = json.loads(_to_json(event))  # encodes bytes data as data_base64
+    return obj
+
+
+def event_from_dict(obj: Mapping[str, Any]) -> CloudEvent:
+    if not isinstance(obj, Mapping):
+        raise CodecError(f"a CloudEvent must be a JSON object, got {type(obj).__name__}")
+    missing = [a for a in _REQUIRED if not obj.get(a)]
+    if missing:
+        raise CodecError(f"CloudEvent is missing required attribute(s): {', '.join(missing)}")
+    try:
+        # from_http in structured mode decodes data_base64; from_dict does not.
+        return from_http({"content-type": STRUCTURED_CONTENT_TYPE}, json.dumps(dict(obj)))
+    except ce_errors.GenericException as err:
+        raise CodecError(f"invalid CloudEvent: {err}") from err
+
+
+# --- HTTP binding -----------------------------------------------------------------
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def is_cloudevent_http(headers: Mapping[str, str]) -> bool:
+    h = _lower(headers)
+    ctype = h.get("content-type", "").split(";")[0].strip().lower()
+    return "ce-specversion" in h or ctype in (STRUCTURED_CONTENT_TYPE, BATCH_CONTENT_TYPE)
+
+
+def from_http_message(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """Decode one CloudEvent sent in binary or structured mode."""
+    h = _lower(headers)
+    if "ce-specversion" in h:
+        missing = [a for a in _REQUIRED if not h.get(f"ce-{a}")]
+        if missing:
+            raise CodecError(
+                "binary-mode CloudEvent is missing header(s): "
+                + ", ".join(f"ce-{a}" for a in missing)
+            )
+    try:
+        return from_http(h, body)
+    except ce_errors.GenericException as err:
+        raise CodecError(f"invalid CloudEvent: {err}") from err
+
+
+def from_http_batch(body: bytes) -> list[CloudEvent]:
+    """Decode an ``application/cloudevents-batch+json`` body (a JSON array of events)."""
+    try:
+        items = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CodecError(f"batch body is not valid JSON: {err}") from err
+    if not isinstance(items, list):
+        raise CodecError("a CloudEvents batch must be a JSON array of structured events")
+    events = []
+    for i, item in enumerate(items):
+        try:
+            events.append(event_from_dict(item))
+        except CodecError as err:
+            raise CodecError(f"batch item {i}: {err}") from err
+    return events
+
+
+def to_http_binary(event: CloudEvent) -> HttpMessage:
+    headers, body = to_binary(event)
+    return HttpMessage(dict(headers), _as_bytes(body))
+
+
+def to_http_structured(event: CloudEvent) -> HttpMessage:
+    headers, body = to_structured(event)
+    return HttpMessage(dict(headers), _as_bytes(body))
+
+
+def to_http_batch(events: Iterable[CloudEvent]) -> HttpMessage:
+    body = json.dumps([event_to_dict(e) for e in events]).encode()
+    return HttpMessage({"content-type": BATCH_CONTENT_TYPE}, body)
+
+
+def _as_bytes(body: Any) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode()
+    return bytes(body)
+
+
+# --- Kafka binding ----------------------------------------------------------------
+
+
+def _key_of(event: CloudEvent) -> bytes | str | None:
+    key = event.get("partitionkey")
+    return None if key is None else str(key)
+
+
+def is_cloudevent_kafka(headers: Iterable[tuple[str, bytes]]) -> bool:
+    for name, value in headers:
+        n = name.lower()
+        if n == "ce_specversion":
+            return True
+        if n == "content-type" and value.split(b";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE.encode():
+            return True
+    return False
+
+
+def to_kafka_binary(event: CloudEvent, key: bytes | str | None = None) -> KafkaRecord:
+    """Encode in the Kafka binding's binary mode (``ce_*`` headers, data as value)."""
+    if event.get("datacontenttype") is None:  # the 1.x SDK's kafka.to_binary requires it
+        data = event.get_data()
+        ctype = "application/octet-stream" if isinstance(data, bytes) else "application/json"
+        event = with_attributes(event, datacontenttype="text/plain" if isinstance(data, str) else ctype)
+    msg = ce_kafka.to_binary(event, data_marshaller=_marshal, key_mapper=lambda e: key or _key_of(e))
+    return _record(msg)
+
+
+def to_kafka_structured(event: CloudEvent, key: bytes | str | None = None) -> KafkaRecord:
+    """Encode in structured mode: the whole event as JSON, ``application/cloudevents+json``."""
+    # The 1.x SDK's kafka.to_structured moves datacontenttype into the content-type header,
+    # which breaks the binding spec; the envelope comes from the SDK's own to_dict instead.
+    k = key or _key_of(event)
+    value = json.dumps(event_to_dict(event)).encode()
+    return KafkaRecord(
+        value=value,
+        key=k.encode() if isinstance(k, str) else k,
+        headers=[("content-type", STRUCTURED_CONTENT_TYPE.encode())],
+    )
+
+
+def from_kafka(record: KafkaRecord) -> CloudEvent:
+    """Decode a record in binary or structured mode; raise CodecError otherwise."""
+    headers: dict[str, bytes] = {}
+    for name, value in record.headers:
+        headers[name.lower()] = value
+    try:
+        msg = ce_kafka.KafkaMessage(headers=headers, key=record.key, value=record.value or b"")
+        if "ce_specversion" in headers:
+            missing = [a for a in _REQUIRED if not headers.get(f"ce_{a}")]
+            if missing:
+                raise CodecError(
+                    "binary-mode CloudEvent record is missing header(s): "
+                    + ", ".join(f"ce_{a}" for a in missing)
+                )
+            return _text_key(ce_kafka.from_binary(msg, data_unmarshaller=_unmarshal(headers)))
+        if is_cloudevent_kafka(record.headers):
+            try:
+                envelope = json.loads(record.value or b"")
+            except ValueError as err:
+                raise CodecError(f"structured CloudEvent record is not valid JSON: {err}") from err
+            event = event_from_dict(envelope)
+            if record.key is not None and event.get("partitionkey") is None:
+                event["partitionkey"] = record.key.decode("utf-8", "replace")
+            return event
+    except ce_errors.GenericException as err:
+        raise CodecError(f"invalid CloudEvent record: {err}") from err
+    except UnicodeDecodeError as err:
+        raise CodecError(f"CloudEvent headers are not UTF-8: {err}") from err
+    raise CodecError("record carries no CloudEvent (no ce_specversion header, not structured mode)")
+
+
+def _text_key(event: CloudEvent) -> CloudEvent:
+    key = event.get("partitionkey")
+    if isinstance(key, bytes):
+        event["partitionkey"] = key.decode("utf-8", "replace")
+    return event
+
+
+def _marshal(data: Any) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return json.dumps(data).encode()
+
+
+def _unmarshal(headers: Mapping[str, bytes]) -> Any:
+    ctype = headers.get("content-type", b"").decode("latin-1").lower()
+
+    def unmarshal(value: bytes) -> Any:
+        if not value:
+            return None
+        if "json" in ctype:
+            return json.loads(value)
+        return value
+
+    return unmarshal
+
+
+def _record(msg: Any) -> KafkaRecord:
+    key = msg.key
+    if isinstance(key, str):
+        key = key.encode()
+    headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in msg.headers.items()]
+    return KafkaRecord(value=_as_bytes(msg.value), key=key, headers=headers)

@@ -1,0 +1,1 @@
+"""The ``mlfn`` command line: one entry point whose commands come from each package."""

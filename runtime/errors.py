@@ -1,0 +1,44 @@
+"""The runtime's exception tree. Every error says what was found and how to fix it.
+
+MlfnError
+├── SpecError (ValueError)         a decorator or spec is invalid
+├── DiscoveryError (LookupError)   a function or module cannot be found or imported
+├── ModelStoreError                the model store cannot serve a request
+│   └── ModelNotFoundError (LookupError)
+└── BatchError                     a batch call failed or returned the wrong number of results
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchError",
+    "DiscoveryError",
+    "MlfnError",
+    "ModelNotFoundError",
+    "ModelStoreError",
+    "SpecError",
+]
+
+
+class MlfnError(Exception):
+    """Root of every error mlfn raises on purpose."""
+
+
+class SpecError(MlfnError, ValueError):
+    """A function's spec or signature is invalid."""
+
+
+class DiscoveryError(MlfnError, LookupError):
+    """A function or its module cannot be found or imported."""
+
+
+class ModelStoreError(MlfnError):
+    """The model store cannot serve the request."""
+
+
+class ModelNotFoundError(ModelStoreError, LookupError):
+    """No such model, or no such version of it."""
+
+
+class BatchError(MlfnError):
+    """A batched model call failed, or returned a result list of the wrong length."""
