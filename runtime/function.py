@@ -40,7 +40,10 @@ from runtime.spec import (
     Subscription,
 )
 
-__all__ = ["ATTR", "Function", "event", "function_of", "inference"]
+__all__ = ["ATTR", "MODEL_PUBLISHED", "Function", "event", "function_of", "inference"]
+
+MODEL_PUBLISHED = "mlfn.model.published"
+"""CloudEvent type announcing a new model version; ``subject`` is the model name."""
 
 ATTR = "__mlfn__"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -150,10 +153,24 @@ def inference(
             if model is not None
             else None
         )
+        name_ = name or default_name(target)
+        # An inference function with a model subscribes to that model's publications, so
+        # a new version is swapped in on the event (the store poll is only a fallback).
+        model_updates = (
+            (
+                Subscription(
+                    name=f"{name_}-model-updates",
+                    filters=({"exact": {"type": MODEL_PUBLISHED, "subject": model_ref.name}},),
+                ),
+            )
+            if model_ref is not None
+            else ()
+        )
         spec = _build_spec(
             target,
             "inference",
-            name=name or default_name(target),
+            subscriptions=model_updates,
+            name=name_,
             description=description or inspect.getdoc(target) or "",
             model=model_ref,
             batching=_coerce(Batching, batching, "batching", where) if batching else None,

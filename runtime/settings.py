@@ -36,22 +36,90 @@ class Settings(BaseSettings):
     )
     queue_timeout_seconds: float = Field(default=10.0, gt=0)
     threads: int = Field(default=128, ge=1, description="server worker threads")
+    batching: bool = Field(
+        default=True, description="honour spec.batching; false: one call per request"
+    )
+    ready_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="how long `mlfn invoke` waits for the model to load"
+    )
 
     # --- models -----------------------------------------------------------------
     model_store: Path | None = Field(default=None, description="default: HOME/models")
     dataset_store: Path | None = Field(default=None, description="default: HOME/datasets")
+    model_bootstrap: bool = Field(
+        default=True,
+        description="train a model's bootstrap version when the store has none (off in production)",
+    )
 
     # --- eventing ---------------------------------------------------------------
     bootstrap_servers: str | None = Field(
         default=None, description="external Kafka HOST:PORT; unset: the embedded broker"
     )
     partitions: int = Field(default=4, ge=1, description="partitions of topics mlfn creates")
+    max_record_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="larger record values are dead-lettered"
+    )
+    max_in_flight: int = Field(
+        default=32, ge=1, le=1024, description="unordered delivery: requests in flight per partition"
+    )
+    dispatch_workers: int = Field(default=64, ge=1, description="delivery threads per dispatcher")
+    session_timeout_ms: int = Field(
+        default=6000, ge=1000, description="consumer-group session timeout (joins take ~half)"
+    )
 
     # --- knative ----------------------------------------------------------------
     registry: str = Field(default="registry.local/mlfn", description="image registry")
+    kube_context: str | None = Field(default=None, description="kubeconfig context; unset: current")
+    kafka_bootstrap_servers: str = Field(
+        default="my-cluster-kafka-bootstrap.kafka:9092",
+        description="Kafka HOST:PORT as seen from inside the cluster (KafkaSource, broker, sinks)",
+    )
+    kafka_namespace: str = Field(default="kafka", description="namespace of the in-cluster Kafka")
+    kafka_replication_factor: int = Field(default=3, ge=1, description="broker topic replicas")
+    ingress_namespace: str = Field(
+        default="kourier-system", description="namespace of the Knative ingress gateway"
+    )
+    deploy_timeout_seconds: float = Field(default=300.0, gt=0, description="wait for Ready")
 
     # --- local platform ---------------------------------------------------------
     domain: str = Field(default="example.com", description="host suffix <fn>.<ns>.<domain>")
+    platform_host: str = Field(default="127.0.0.1", description="address the gateway binds")
+    platform_port: int = Field(default=8080, ge=0, le=65535, description="gateway port; 0: free")
+    platform_server: str = Field(
+        default="runtime.server:run",
+        description="module:callable(function, settings, port, host) each instance runs",
+    )
+    platform_preload: str = Field(
+        default="flask,numpy,sklearn,skops.io",
+        description="modules the zygote imports before forking instances (comma-separated)",
+    )
+    platform_eventing: bool = Field(default=True, description="start broker + eventing plane")
+    platform_stable_window_seconds: float = Field(
+        default=6.0, ge=1, description="local stable window, unless a function sets its own"
+    )
+    platform_scale_to_zero_grace_seconds: float = Field(default=2.0, ge=0)
+    platform_tick_seconds: float = Field(default=0.5, gt=0, description="autoscaler period")
+    platform_max_scale_up_rate: float = Field(default=1000.0, gt=1)
+    platform_max_scale_down_rate: float = Field(default=2.0, gt=1)
+    platform_max_instances: int = Field(
+        default=8, ge=1, description="cap per revision when a function's max_scale is 0"
+    )
+    platform_watch_seconds: float = Field(
+        default=1.0, ge=0, description="poll period for source changes (new revisions); 0: off"
+    )
+    platform_drain_seconds: float = Field(default=10.0, ge=0, description="shutdown grace")
+
+    # --- ml loop ----------------------------------------------------------------
+    loop_broker_url: str | None = Field(
+        default=None,
+        description="broker ingress URL for model.published/rejected (cluster); unset: Kafka",
+    )
+    loop_keep_rejected: bool = Field(
+        default=True, description="store rejected candidates (never made latest) for the record"
+    )
+    loop_canary_tick_seconds: float = Field(
+        default=1.0, gt=0, description="how often the local canary controller reads metrics"
+    )
 
     @property
     def model_store_path(self) -> Path:

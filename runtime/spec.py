@@ -136,7 +136,8 @@ class Delivery(_Frozen):
         """Delay before retry number ``attempt`` (1-based), as Knative computes it."""
         if self.backoff_policy == "linear":
             return self.backoff_delay * attempt
-        return self.backoff_delay * (2 ** (attempt - 1))
+        factor: int = 2 ** (attempt - 1)
+        return self.backoff_delay * factor
 
 
 class EventBatch(_Frozen):

@@ -28,6 +28,9 @@ def test_public_api_is_pinned() -> None:
             "ModelNotFoundError", "ModelRef", "ModelStoreError", "Resources", "RetrainPolicy",
             "Rollout", "Scaling", "SpecError", "Subscription", "Toleration", "event",
             "inference", "new_event",
+            # models and datasets
+            "DataRange", "DatasetStore", "LoadedModel", "ModelHandle", "ModelStore", "Row",
+            "open_model", "register_bootstrap",
         ]
     )
 
@@ -42,6 +45,9 @@ def test_decorators_record_spec_and_return_the_function_unchanged() -> None:
     assert fn.spec.batching.max_batch_size == 8
     assert fn.spec.model.name == "digits"
     assert my_predict([Req(x=[1.0])], None) == [Resp(y=1)]
+    # it subscribes to its model's publications, so new versions arrive on an event
+    (sub,) = fn.spec.subscriptions
+    assert sub.filters == ({"exact": {"type": "mlfn.model.published", "subject": "digits"}},)
 
 
 def test_event_sources_take_iso_durations() -> None:

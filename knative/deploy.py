@@ -1,0 +1,147 @@
+"""Deploy and undeploy: apply rendered objects in order, wait for Ready, report per object.
+
+Functions here return status objects; progress lines go to a callback the CLI prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from knative.cluster import Cluster, Readiness, kind_of
+from knative.manifests.common import KNATIVE_NAMESPACES, Obj
+
+__all__ = ["ObjectStatus", "apply_all", "delete_all", "service_status"]
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    """What happened to one object. ``action``: created, configured, unchanged, deleted, absent."""
+
+    kind: str
+    name: str
+    action: str
+    ready: bool | None = None
+    reason: str = ""
+    message: str = ""
+    url: str | None = None
+
+    def line(self) -> str:
+        state = {True: "Ready", False: f"NotReady ({self.reason}: {self.message})", None: ""}[
+            self.ready
+        ]
+        url = f"  {self.url}" if self.url else ""
+        return f"{self.kind}/{self.name} {self.action} {state}{url}".rstrip()
+
+
+def _version(obj: Obj | None) -> str | None:
+    return None if obj is None else obj.get("metadata", {}).get("resourceVersion")
+
+
+def apply_all(
+    cluster: Cluster,
+    objects: Sequence[Obj],
+    *,
+    timeout: float,
+    progress: Progress = _quiet,
+    poll: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[ObjectStatus]:
+    """Apply ``objects`` in order, then wait for each one that has a Ready condition.
+
+    Idempotent: applying the same objects again reports them ``unchanged``.
+
+    Raises:
+        NotInstalledError: a kind is not served (checked before anything is applied).
+        NotReadyError: an object reported Ready=False or stayed unready past ``timeout``.
+    """
+    cluster.check_installed(objects)
+    applied: list[tuple[Obj, str]] = []
+    for obj in objects:
+        before = cluster.get(obj)
+        live = cluster.apply(obj)
+        action = (
+            "created"
+            if before is None
+            else "unchanged"
+            if _version(before) == _version(live)
+            else "configured"
+        )
+        applied.append((obj, action))
+        progress(f"{obj['kind']}/{obj['metadata']['name']} {action}")
+    deadline = clock() + timeout
+    out = []
+    for obj, action in applied:
+        if not kind_of(obj).has_ready:
+            out.append(ObjectStatus(obj["kind"], obj["metadata"]["name"], action))
+            continue
+        progress(f"waiting for {obj['kind']}/{obj['metadata']['name']} to become Ready")
+        r: Readiness = cluster.wait_ready(obj, max(0.0, deadline - clock()), poll=poll, clock=clock)
+        status = ObjectStatus(
+            obj["kind"], obj["metadata"]["name"], action, r.ready, r.reason, r.message, r.url
+        )
+        progress(status.line())
+        out.append(status)
+    return out
+
+
+def delete_all(
+    cluster: Cluster, objects: Sequence[Obj], *, progress: Progress = _quiet
+) -> list[ObjectStatus]:
+    """Delete ``objects`` in reverse apply order; Knative's own config is never deleted."""
+    out = []
+    for obj in reversed(objects):
+        if obj["metadata"].get("namespace") in KNATIVE_NAMESPACES:
+            continue
+        gone = cluster.delete(obj)
+        status = ObjectStatus(obj["kind"], obj["metadata"]["name"], "deleted" if gone else "absent")
+        progress(status.line())
+        out.append(status)
+    return out
+
+
+def service_status(cluster: Cluster, namespace: str) -> list[Obj]:
+    """mlfn's Knative Services, KafkaSources, Triggers and Brokers in ``namespace``."""
+    selector = "app.kubernetes.io/managed-by=mlfn"
+    out: list[Obj] = []
+    for api_version, kind in (
+        ("serving.knative.dev/v1", "Service"),
+        ("sources.knative.dev/v1beta1", "KafkaSource"),
+        ("eventing.knative.dev/v1", "Trigger"),
+        ("eventing.knative.dev/v1", "Broker"),
+    ):
+        for item in cluster.list(api_version, kind, namespace, selector):
+            item.setdefault("kind", kind)
+            out.append(item)
+    return out
+
+
+def status_lines(objects: Sequence[Obj]) -> list[str]:
+    """One line per object: kind/name, Ready state, URL, traffic split for Services."""
+    lines = []
+    for obj in objects:
+        r = Readiness.of(obj)
+        state = "Ready" if r.ready else f"NotReady {r.reason}: {r.message}".rstrip(": ")
+        line = f"{obj['kind']}/{obj['metadata']['name']:<24} {state}"
+        if r.url:
+            line += f"  {r.url}"
+        traffic = (obj.get("status") or {}).get("traffic") or []
+        if obj["kind"] == "Service" and traffic:
+            split = ", ".join(
+                f"{t.get('revisionName', '?')}={t.get('percent', 0)}%"
+                + (f" ({t['tag']})" if t.get("tag") else "")
+                for t in traffic
+            )
+            line += f"  traffic: {split}"
+        lines.append(line)
+    return lines
+
+
+__all__ += ["status_lines"]

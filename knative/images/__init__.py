@@ -1,0 +1,1 @@
+"""The Dockerfile mlfn builds function images from (package data)."""

@@ -1,0 +1,149 @@
+"""What every builder shares: render options, names, labels and object references."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.spec import Delivery, FunctionSpec, format_iso_duration
+
+__all__ = [
+    "CONTAINER_PORT",
+    "JOBSINK_API",
+    "JOB_EVENT_DIR",
+    "KAFKA_SINK_API",
+    "KNATIVE_NAMESPACES",
+    "KSVC_API",
+    "Obj",
+    "RenderOptions",
+    "delivery_spec",
+    "dns_name",
+    "is_topic",
+    "jobsink_name",
+    "kafka_sink_name",
+    "labels",
+    "metadata",
+    "subscriber_ref",
+]
+
+Obj = dict[str, Any]
+"""A rendered Kubernetes object: plain JSON-able dicts, lists, strings and numbers."""
+
+KSVC_API = "serving.knative.dev/v1"
+KAFKA_SINK_API = "eventing.knative.dev/v1alpha1"
+JOBSINK_API = "sinks.knative.dev/v1alpha1"
+CONTAINER_PORT = 8080
+KNATIVE_NAMESPACES = ("knative-serving", "knative-eventing")
+"""Knative's own namespaces: mlfn patches config there and never deletes anything."""
+JOB_EVENT_DIR = "/etc/jobsink-event"
+"""Where Knative's JobSink mounts the event that started the job."""
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything besides the specs that the rendered objects depend on.
+
+    Attributes:
+        namespace: namespace of every namespaced object.
+        images: image reference per image variant (``cpu``, ``cuda``).
+        bootstrap_servers: Kafka ``HOST:PORT`` as seen from inside the cluster.
+        kafka_namespace: namespace of the Kafka pods (egress policy).
+        ingress_namespace: namespace of the Knative ingress gateway (ingress policy).
+        partitions: partitions of the broker topic.
+        replication_factor: replicas of the broker topic.
+        env: ``MLFN_*`` settings passed to every container.
+    """
+
+    namespace: str = "default"
+    images: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "cpu": "registry.local/mlfn/mlfn:latest",
+            "cuda": "registry.local/mlfn/mlfn-cuda:latest",
+        }
+    )
+    bootstrap_servers: str = "my-cluster-kafka-bootstrap.kafka:9092"
+    kafka_namespace: str = "kafka"
+    ingress_namespace: str = "kourier-system"
+    partitions: int = 4
+    replication_factor: int = 3
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def image_for(self, spec: FunctionSpec) -> str:
+        """The image that runs ``spec``: the CUDA variant for GPU functions."""
+        return self.images["cuda" if spec.is_gpu else "cpu"]
+
+
+def dns_name(*parts: str, limit: int = 63) -> str:
+    """A DNS-1123 label from ``parts`` (``dns_name("predict", "digits.raw")`` -> ``predict-digits-raw``)."""
+    text = _NOT_DNS.sub("-", "-".join(parts).lower()).strip("-")
+    return text[:limit].rstrip("-") or "x"
+
+
+def labels(function: str | None = None) -> dict[str, str]:
+    """Labels on every object mlfn renders; ``mlfn.dev/function`` when it belongs to one."""
+    out = {"app.kubernetes.io/part-of": "mlfn", "app.kubernetes.io/managed-by": "mlfn"}
+    if function:
+        out["app.kubernetes.io/name"] = function
+        out["mlfn.dev/function"] = function
+    return out
+
+
+def metadata(name: str, namespace: str, function: str | None = None, **extra: Any) -> Obj:
+    """Object metadata with mlfn's labels."""
+    meta: Obj = {"name": name, "namespace": namespace, "labels": labels(function)}
+    meta.update({k: v for k, v in extra.items() if v})
+    return meta
+
+
+def subscriber_ref(spec: FunctionSpec, namespace: str) -> Obj:
+    """Where events for ``spec`` go: its Knative Service, or its JobSink when ``spec.job``."""
+    if spec.job:
+        return {
+            "apiVersion": JOBSINK_API,
+            "kind": "JobSink",
+            "name": jobsink_name(spec),
+            "namespace": namespace,
+        }
+    return {"apiVersion": KSVC_API, "kind": "Service", "name": spec.name, "namespace": namespace}
+
+
+def jobsink_name(spec: FunctionSpec) -> str:
+    return dns_name(spec.name, "job")
+
+
+def kafka_sink_name(topic: str) -> str:
+    return dns_name("topic", topic)
+
+
+def is_topic(dead_letter_sink: str) -> bool:
+    """A dead-letter sink is a URL (``http(s)://``) or else a Kafka topic name."""
+    return not dead_letter_sink.startswith(("http://", "https://"))
+
+
+def delivery_spec(delivery: Delivery, namespace: str, *, timeout: bool = True) -> Obj:
+    """Knative's delivery spec (retry, backoff, per-attempt timeout, dead-letter sink)."""
+    out: Obj = {
+        "retry": delivery.retry,
+        "backoffPolicy": delivery.backoff_policy,
+        "backoffDelay": format_iso_duration(delivery.backoff_delay),
+    }
+    if timeout and delivery.timeout is not None:
+        out["timeout"] = format_iso_duration(delivery.timeout)
+    sink = delivery.dead_letter_sink
+    if sink:
+        if is_topic(sink):
+            out["deadLetterSink"] = {
+                "ref": {
+                    "apiVersion": KAFKA_SINK_API,
+                    "kind": "KafkaSink",
+                    "name": kafka_sink_name(sink),
+                    "namespace": namespace,
+                }
+            }
+        else:
+            out["deadLetterSink"] = {"uri": sink}
+    return out

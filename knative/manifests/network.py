@@ -1,0 +1,115 @@
+"""NetworkPolicies: deny all ingress in the namespace, then allow the paths the pipeline uses.
+
+Ingress to function pods comes from the Knative ingress gateway, the activator and
+autoscaler (``knative-serving``: the activator proxies requests while a function scales
+from zero, the autoscaler scrapes queue-proxy metrics) and the eventing dispatchers
+(``knative-eventing``: Kafka source, broker and job-sink dispatchers). Egress from
+function pods is limited to DNS, Kafka, Knative's data plane and, for functions that
+drive a rollout, the API server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from knative.manifests.common import Obj, RenderOptions, metadata
+from knative.manifests.rbac import rollout_targets
+from runtime.spec import FunctionSpec
+
+__all__ = ["QUEUE_PROXY_PORTS", "network_policies"]
+
+QUEUE_PROXY_PORTS = (8012, 8013, 8022, 9090, 9091)
+"""queue-proxy: http, h2c, admin, autoscaler metrics, user metrics."""
+
+_NS_LABEL = "kubernetes.io/metadata.name"
+_FUNCTION_PODS = {"matchLabels": {"app.kubernetes.io/part-of": "mlfn"}}
+
+
+def _from_namespaces(*names: str) -> Obj:
+    return {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": _NS_LABEL, "operator": "In", "values": sorted(set(names))}]
+        }
+    }
+
+
+def _tcp(*ports: int) -> list[Obj]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def _policy(name: str, opts: RenderOptions, spec: Obj) -> Obj:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name, opts.namespace),
+        "spec": spec,
+    }
+
+
+def network_policies(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list[Obj]:
+    """The namespace's policies: default deny, Knative to functions, functions to Kafka."""
+    kafka_port = (
+        int(opts.bootstrap_servers.rsplit(":", 1)[-1]) if ":" in opts.bootstrap_servers else 9092
+    )
+    dns = {
+        "to": [_from_namespaces("kube-system")],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    out = [
+        _policy("mlfn-default-deny-ingress", opts, {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        _policy(
+            "mlfn-allow-knative-to-functions",
+            opts,
+            {
+                "podSelector": _FUNCTION_PODS,
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            _from_namespaces(
+                                "knative-serving", "knative-eventing", opts.ingress_namespace
+                            )
+                        ],
+                        "ports": _tcp(*QUEUE_PROXY_PORTS),
+                    }
+                ],
+            },
+        ),
+        _policy(
+            "mlfn-allow-functions-egress",
+            opts,
+            {
+                "podSelector": _FUNCTION_PODS,
+                "policyTypes": ["Egress"],
+                "egress": [
+                    dns,
+                    {"to": [_from_namespaces(opts.kafka_namespace)], "ports": _tcp(kafka_port)},
+                    {
+                        "to": [
+                            _from_namespaces(
+                                "knative-serving", "knative-eventing", opts.ingress_namespace
+                            )
+                        ]
+                    },
+                ],
+            },
+        ),
+    ]
+    api_clients = [s.name for s in specs if rollout_targets(s, specs)]
+    if api_clients:
+        out.append(
+            _policy(
+                "mlfn-allow-rollout-to-apiserver",
+                opts,
+                {
+                    "podSelector": {
+                        "matchExpressions": [
+                            {"key": "mlfn.dev/function", "operator": "In", "values": api_clients}
+                        ]
+                    },
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": _tcp(443, 6443)}],
+                },
+            )
+        )
+    return out

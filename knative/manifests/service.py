@@ -1,0 +1,190 @@
+"""The Knative Service of one function: autoscaling, resources, probes, security context."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from knative.manifests.common import CONTAINER_PORT, KSVC_API, Obj, RenderOptions, metadata
+from runtime.spec import FunctionSpec, Scaling, Toleration, format_go_duration
+
+__all__ = [
+    "GPU_RETENTION",
+    "autoscaling_annotations",
+    "build_service",
+    "container",
+    "pod_placement",
+]
+
+GPU_RETENTION = timedelta(minutes=5)
+"""Scale-to-zero retention for GPU functions whose spec sets none: a cold GPU start is slow."""
+
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+"""The label NVIDIA's GPU operator (GPU feature discovery) puts on GPU nodes."""
+
+_AUTOSCALING = "autoscaling.knative.dev/"
+TMP_MOUNT = "/tmp"
+HOME_IN_CONTAINER = "/tmp/mlfn"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def autoscaling_annotations(spec: FunctionSpec) -> dict[str, str]:
+    """``autoscaling.knative.dev/*`` annotations from ``spec.scaling``.
+
+    GPU functions get ML-friendly defaults where the spec leaves them unset:
+    ``initial-scale: 0`` (a new revision does not hold a GPU it does not use yet) and a
+    scale-to-zero retention period (keeps the warm GPU pod a while after traffic stops).
+    """
+    s: Scaling = spec.scaling
+    initial = s.initial_scale
+    retention = s.scale_to_zero_retention
+    if spec.is_gpu:
+        if "initial_scale" not in s.model_fields_set:
+            initial = 0
+        if "scale_to_zero_retention" not in s.model_fields_set:
+            retention = GPU_RETENTION
+    out = {
+        "class": s.autoscaler_class,
+        "metric": s.metric,
+        "target": _num(s.target),
+        "target-utilization-percentage": _num(s.target_utilization_percentage),
+        "min-scale": str(s.min_scale),
+        "max-scale": str(s.max_scale),
+        "initial-scale": str(initial),
+        "scale-down-delay": format_go_duration(s.scale_down_delay),
+        "window": format_go_duration(s.stable_window),
+        "panic-window-percentage": _num(s.panic_window_percentage),
+        "panic-threshold-percentage": _num(s.panic_threshold_percentage),
+    }
+    if retention:
+        out["scale-to-zero-pod-retention-period"] = format_go_duration(retention)
+    return {_AUTOSCALING + k: v for k, v in out.items()}
+
+
+def _resources(spec: FunctionSpec) -> Obj:
+    r = spec.resources
+    requests = {"cpu": r.cpu, "memory": r.memory}
+    limits = {"memory": r.memory_limit or r.memory}
+    if r.cpu_limit:
+        limits["cpu"] = r.cpu_limit
+    if r.gpus:
+        limits[r.gpu_resource] = str(r.gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _toleration(t: Toleration) -> Obj:
+    out: Obj = {"key": t.key, "operator": t.operator}
+    if t.value is not None:
+        out["value"] = t.value
+    if t.effect is not None:
+        out["effect"] = t.effect
+    return out
+
+
+def pod_placement(spec: FunctionSpec) -> Obj:
+    """nodeSelector and tolerations: the spec's, or NVIDIA's defaults for GPU functions.
+
+    Knative admits these only with ``kubernetes.podspec-nodeselector`` and
+    ``kubernetes.podspec-tolerations`` enabled (see :mod:`knative.manifests.features`).
+    """
+    r = spec.resources
+    out: Obj = {}
+    selector = dict(r.node_selector) or (dict(GPU_NODE_SELECTOR) if spec.is_gpu else {})
+    tolerations = [_toleration(t) for t in r.tolerations]
+    if spec.is_gpu and not tolerations:
+        tolerations = [{"key": r.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]
+    if selector:
+        out["nodeSelector"] = selector
+    if tolerations:
+        out["tolerations"] = tolerations
+    return out
+
+
+def security_context() -> Obj:
+    """The restricted Pod Security Standard, on the container (pod-level needs a flag)."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def env_list(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:
+    """Settings for the container: ``MLFN_*`` from the options, then the spec's own env."""
+    env = {"MLFN_HOME": HOME_IN_CONTAINER, **opts.env, **spec.env}
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+def container(spec: FunctionSpec, opts: RenderOptions, *, args: list[str]) -> Obj:
+    """The one container that runs ``mlfn <args>``: image, env, resources, security, /tmp."""
+    out: Obj = {
+        "name": "function",
+        "image": opts.image_for(spec),
+        "command": ["mlfn"],
+        "args": args,
+        "env": env_list(spec, opts),
+        "resources": _resources(spec),
+        "securityContext": security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP_MOUNT}],
+    }
+    return out
+
+
+def tmp_volume() -> Obj:
+    """The emptyDir behind ``/tmp``: the only writable path (root filesystem is read-only)."""
+    return {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+def build_service(spec: FunctionSpec, opts: RenderOptions) -> Obj:
+    """The Knative Service (``serving.knative.dev/v1``) that serves ``spec``.
+
+    Example:
+        >>> from runtime.spec import FunctionSpec
+        >>> ksvc = build_service(FunctionSpec(name="predict", kind="inference",
+        ...     module="functions.predict", entrypoint="predict"), RenderOptions())
+        >>> ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
+        '0'
+    """
+    # 0.0.0.0: kubelet sends liveness probes to the pod IP, not to localhost; the port
+    # comes from PORT, which Knative sets to the container port.
+    c = container(spec, opts, args=["serve", spec.name, "--host", "0.0.0.0"])
+    c["ports"] = [{"name": "http1", "containerPort": CONTAINER_PORT}]
+    c["readinessProbe"] = {
+        "httpGet": {"path": "/readyz"},
+        "periodSeconds": 2,
+        "failureThreshold": 3,
+    }
+    c["livenessProbe"] = {
+        "httpGet": {"path": "/healthz"},
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    }
+    pod: Obj = {
+        "serviceAccountName": spec.name,
+        "containerConcurrency": spec.scaling.container_concurrency,
+        "timeoutSeconds": spec.timeout_seconds,
+        "containers": [c],
+        "volumes": [tmp_volume()],
+        **pod_placement(spec),
+    }
+    template_meta: Obj = {
+        "labels": metadata(spec.name, opts.namespace, spec.name)["labels"],
+        "annotations": autoscaling_annotations(spec),
+    }
+    return {
+        "apiVersion": KSVC_API,
+        "kind": "Service",
+        "metadata": metadata(
+            spec.name,
+            opts.namespace,
+            spec.name,
+            annotations={"mlfn.dev/description": spec.description[:200]}
+            if spec.description
+            else None,
+        ),
+        "spec": {"template": {"metadata": template_meta, "spec": pod}},
+    }
