@@ -7,15 +7,18 @@ User code in ``functions/`` imports only from here::
 
 from eventing.codec import CloudEvent, new_event
 from runtime.context import Context
+from runtime.datasets import DataRange, DatasetStore, Row
 from runtime.errors import (
     BatchError,
     DiscoveryError,
+    InvalidEvent,
     MlfnError,
     ModelNotFoundError,
     ModelStoreError,
     SpecError,
 )
 from runtime.function import Function, event, inference
+from runtime.models import LoadedModel, ModelHandle, ModelStore, open_model, register_bootstrap
 from runtime.spec import (
     Batching,
     Delivery,
@@ -32,23 +35,30 @@ from runtime.spec import (
 )
 
 __all__ = [
-    "Batching",
     "BatchError",
+    "Batching",
     "CloudEvent",
     "Context",
+    "DataRange",
+    "DatasetStore",
     "Delivery",
     "DiscoveryError",
     "EventBatch",
     "Function",
     "FunctionSpec",
+    "InvalidEvent",
     "KafkaSource",
+    "LoadedModel",
     "MlfnError",
+    "ModelHandle",
     "ModelNotFoundError",
     "ModelRef",
+    "ModelStore",
     "ModelStoreError",
     "Resources",
     "RetrainPolicy",
     "Rollout",
+    "Row",
     "Scaling",
     "SpecError",
     "Subscription",
@@ -56,4 +66,6 @@ __all__ = [
     "event",
     "inference",
     "new_event",
+    "open_model",
+    "register_bootstrap",
 ]

@@ -3,6 +3,7 @@
 MlfnError
 ├── SpecError (ValueError)         a decorator or spec is invalid
 ├── DiscoveryError (LookupError)   a function or module cannot be found or imported
+├── InvalidEvent (ValueError)      an event's data is invalid: HTTP 400, dead-lettered, no retry
 ├── ModelStoreError                the model store cannot serve a request
 │   └── ModelNotFoundError (LookupError)
 └── BatchError                     a batch call failed or returned the wrong number of results
@@ -13,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "BatchError",
     "DiscoveryError",
+    "InvalidEvent",
     "MlfnError",
     "ModelNotFoundError",
     "ModelStoreError",
@@ -30,6 +32,10 @@ class SpecError(MlfnError, ValueError):
 
 class DiscoveryError(MlfnError, LookupError):
     """A function or its module cannot be found or imported."""
+
+
+class InvalidEvent(MlfnError, ValueError):
+    """An event's data is invalid. The server answers 400, so it is dead-lettered, not retried."""
 
 
 class ModelStoreError(MlfnError):

@@ -24,7 +24,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(runtime.__all__) == sorted(
         [
             "Batching", "BatchError", "CloudEvent", "Context", "Delivery", "DiscoveryError",
-            "EventBatch", "Function", "FunctionSpec", "KafkaSource", "MlfnError",
+            "EventBatch", "Function", "FunctionSpec", "InvalidEvent", "KafkaSource", "MlfnError",
             "ModelNotFoundError", "ModelRef", "ModelStoreError", "Resources", "RetrainPolicy",
             "Rollout", "Scaling", "SpecError", "Subscription", "Toleration", "event",
             "inference", "new_event",

@@ -1,0 +1,221 @@
+"""The dataset store: durable, append-only, idempotent rows for training.
+
+One SQLite file per dataset (``<root>/<name>.sqlite3``, WAL mode, ``synchronous=FULL``).
+Each row is keyed on the id of the CloudEvent that carried it: ``INSERT OR IGNORE``
+makes a redelivered event a no-op, so at-least-once delivery never duplicates rows.
+Rows get an increasing sequence number, the watermark that retrain policies count from.
+
+Example:
+    >>> store = DatasetStore(tmp_path)  # doctest: +SKIP
+    >>> ds = store.open("digits")  # doctest: +SKIP
+    >>> ds.append([Row("ev-1", [0.0] * 64, 3)])  # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
+
+from runtime.errors import MlfnError
+
+__all__ = ["DataRange", "Dataset", "DatasetError", "DatasetStore", "Row", "TrainingData"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    time     TEXT NOT NULL,
+    features TEXT NOT NULL,
+    label    TEXT
+)
+"""
+
+
+class DatasetError(MlfnError, ValueError):
+    """A dataset name or row is invalid."""
+
+
+class DataRange(BaseModel):
+    """The rows a model was trained on: how many, and the first and last by sequence.
+
+    ``first_seq``/``last_seq`` are watermarks in the dataset; the ids are the CloudEvent ids.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    rows: int
+    first_seq: int
+    last_seq: int
+    first_id: str
+    last_id: str
+    first_time: datetime
+    last_time: datetime
+
+
+@dataclass(frozen=True)
+class Row:
+    """One example: ``id`` is the CloudEvent id (the idempotency key)."""
+
+    id: str
+    features: list[float]
+    label: Any = None
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Rows read for training, as arrays, with their range (None when empty)."""
+
+    X: NDArray[np.float64]
+    y: NDArray[Any]
+    ids: list[str]
+    range: DataRange | None
+
+
+class Dataset:
+    """One dataset; thread-safe (one connection, guarded by a lock)."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def append(self, rows: Iterable[Row]) -> int:
+        """Append rows in one transaction; rows whose id is already stored are skipped.
+
+        Returns:
+            How many rows were new.
+        """
+        values = []
+        for row in rows:
+            if not row.id:
+                raise DatasetError(
+                    f"a row of dataset {self.name!r} has an empty id; use the event id"
+                )
+            values.append(
+                (
+                    row.id,
+                    row.time.isoformat(),
+                    json.dumps(list(row.features)),
+                    None if row.label is None else json.dumps(row.label),
+                )
+            )
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO rows (id, time, features, label) VALUES (?, ?, ?, ?)",
+                    values,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def count(self) -> int:
+        """Rows stored."""
+        return self.count_since(0)
+
+    def count_since(self, watermark: int) -> int:
+        """Rows appended after ``watermark`` (a sequence number, e.g. ``DataRange.last_seq``)."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM rows WHERE seq > ?", (watermark,)
+            ).fetchone()
+        return int(n)
+
+    def watermark(self) -> int:
+        """The sequence number of the last row (0 when empty)."""
+        with self._lock:
+            (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM rows").fetchone()
+        return int(seq)
+
+    def read(
+        self, after: int = 0, upto: int | None = None, *, labelled_only: bool = True
+    ) -> TrainingData:
+        """Rows with ``after < seq <= upto`` as arrays, with their :class:`DataRange`."""
+        sql = "SELECT seq, id, time, features, label FROM rows WHERE seq > ?"
+        args: list[Any] = [after]
+        if upto is not None:
+            sql += " AND seq <= ?"
+            args.append(upto)
+        if labelled_only:
+            sql += " AND label IS NOT NULL"
+        with self._lock:
+            found = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        if not found:
+            return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)
+        X = np.array([json.loads(r[3]) for r in found], dtype=np.float64)
+        y = np.array([None if r[4] is None else json.loads(r[4]) for r in found])
+        first, last = found[0], found[-1]
+        span = DataRange(
+            dataset=self.name,
+            rows=len(found),
+            first_seq=first[0],
+            last_seq=last[0],
+            first_id=first[1],
+            last_id=last[1],
+            first_time=datetime.fromisoformat(first[2]),
+            last_time=datetime.fromisoformat(last[2]),
+        )
+        return TrainingData(X, y, [r[1] for r in found], span)
+
+
+class DatasetStore:
+    """Datasets under one directory (default ``settings.dataset_store_path``)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._open: dict[str, Dataset] = {}
+        self._lock = threading.Lock()
+
+    def open(self, name: str) -> Dataset:
+        """The dataset called ``name``, created if missing; one shared object per name."""
+        if not _NAME.match(name):
+            raise DatasetError(
+                f"invalid dataset name {name!r}: use lowercase letters, digits, '.', '_', '-'"
+            )
+        with self._lock:
+            ds = self._open.get(name)
+            if ds is None:
+                self.root.mkdir(parents=True, exist_ok=True)
+                ds = self._open[name] = Dataset(name, self.root / f"{name}.sqlite3")
+            return ds
+
+    def close(self) -> None:
+        """Close every dataset opened through this store."""
+        with self._lock:
+            for ds in self._open.values():
+                ds.close()
+            self._open.clear()

@@ -1,0 +1,215 @@
+"""The model an inference function serves, swapped atomically when a new version lands.
+
+:func:`open_model` gives a :class:`ModelHandle`. ``start()`` loads the latest version
+(running the model's bootstrap hook first when the store has none), then a poll thread
+reads the ``latest`` pointer (a few bytes) every ``ref.poll_seconds``; ``refresh()`` does
+the same check at once (call it on a ``mlfn.model.published`` event). A swap replaces one reference:
+a request holds the :class:`LoadedModel` it took with ``current()`` until it finishes.
+The handle follows the pointer both ways, so a rollback (``set_latest``) reaches serving too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.errors import ModelNotFoundError, ModelStoreError
+from runtime.models.bootstrap import BootstrapHook, bootstrap_for
+from runtime.models.store import LocalModelStore, ModelStore
+from runtime.settings import Settings
+from runtime.spec import ModelRef
+
+__all__ = ["LoadedModel", "ModelHandle", "open_model"]
+
+log = logging.getLogger("mlfn.models")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded version: what a batch of requests runs on.
+
+    Attributes:
+        name: the model's name.
+        version: its version number.
+        model: the backend's object (a scikit-learn estimator, a ``TorchModel``).
+        metadata: the version's metadata (``ModelVersion`` as JSON values).
+    """
+
+    name: str
+    version: int
+    model: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelHandle:
+    """One served model; thread-safe.
+
+    Args:
+        ref: the function's model reference (name, backend, poll interval).
+        store: where versions live.
+        bootstrap: publishes a first version when the store has none.
+    """
+
+    def __init__(
+        self, ref: ModelRef, store: ModelStore, *, bootstrap: BootstrapHook | None = None
+    ) -> None:
+        self.ref = ref
+        self.store = store
+        self.bootstrap = bootstrap
+        self._current: LoadedModel | None = None
+        self._token: Hashable | None = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[LoadedModel], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """True once a version is loaded."""
+        return self._current is not None
+
+    def current(self) -> LoadedModel:
+        """The loaded version now; take it once per batch and keep it for the batch."""
+        loaded = self._current
+        if loaded is None:
+            raise ModelStoreError(
+                f"model {self.ref.name!r} is not loaded yet; call start() and wait for ready"
+            )
+        return loaded
+
+    def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
+        """Call ``listener(loaded)`` after each load or swap (e.g. to set a metrics gauge)."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Load the latest version (bootstrapping an empty store), then start polling.
+
+        Raises:
+            ModelNotFoundError: the store has no version and there is no bootstrap hook.
+            ModelStoreError: the version cannot be read or its backend does not match.
+        """
+        name = self.ref.name
+        if self.store.latest_token(name) is None:
+            self._bootstrap()
+        self.refresh()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._poll, name=f"mlfn-model-poll-{name}", daemon=True
+            )
+            self._thread.start()
+
+    def _bootstrap(self) -> None:
+        name = self.ref.name
+        if self.bootstrap is None:
+            raise ModelNotFoundError(
+                f"model {name!r} has no published version in {self.store!r} and no bootstrap "
+                f"hook; publish one (run the retrain function) or register one with "
+                f"@register_bootstrap({name!r})"
+            )
+        with self.store.exclusive(name):  # one instance bootstraps; the others wait, then load
+            if self.store.latest_token(name) is None:
+                log.info("model store is empty: bootstrapping", extra={"model": name})
+                self.bootstrap(self.store)
+        if self.store.latest_token(name) is None:
+            raise ModelNotFoundError(
+                f"the bootstrap hook of model {name!r} returned without publishing a version"
+            )
+
+    def refresh(self) -> bool:
+        """Check the ``latest`` pointer now; load and swap if it names another version.
+
+        Returns:
+            True if a different version is now served.
+        """
+        name = self.ref.name
+        with self._refresh_lock:
+            token = self.store.latest_token(name)
+            if token is None or token == self._token:
+                return False
+            version = self.store.latest(name)
+            old = self._current
+            if old is not None and old.version == version:
+                self._token = token
+                return False
+            meta = self.store.info(name, version)
+            if meta.backend != self.ref.backend:
+                raise ModelStoreError(
+                    f"model {name!r} v{version} was published with backend {meta.backend!r} "
+                    f"but the function declares {self.ref.backend!r}; fix model= in the spec"
+                )
+            loaded = self.store.load(name, version)
+            self._current, self._token = loaded, token
+        log.info(
+            "model loaded" if old is None else "model swapped",
+            extra={"model": name, "version": version, "previous": old and old.version},
+        )
+        for listener in self._listeners:
+            listener(loaded)
+        return True
+
+    def _poll(self) -> None:
+        reason = "stop() was called"
+        failed: Hashable | None = None  # a pointer that failed to load is retried once it moves
+        try:
+            while not self._stop.wait(self.ref.poll_seconds):
+                token = None
+                try:
+                    token = self.store.latest_token(self.ref.name)
+                    if token is None or token != failed:
+                        self.refresh()
+                except Exception as err:  # keep serving the loaded version
+                    failed = token
+                    log.warning(
+                        "model poll failed; serving the loaded version until latest moves",
+                        extra={"model": self.ref.name, "error": str(err)},
+                    )
+        except BaseException as err:  # pragma: no cover - logged, then the thread ends
+            reason = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            log.info("model poll stopped", extra={"model": self.ref.name, "reason": reason})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling; wait at most ``timeout`` seconds for a load in progress."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning(
+                    "model poll did not stop in time",
+                    extra={"model": self.ref.name, "timeout_s": timeout},
+                )
+
+
+def model_store(settings: Settings) -> LocalModelStore:
+    """The model store the settings name (``MLFN_MODEL_STORE``, default ``HOME/models``)."""
+    return LocalModelStore(settings.model_store_path)
+
+
+def open_model(
+    ref: ModelRef,
+    settings: Settings,
+    *,
+    bootstrap: BootstrapHook | None = None,
+    store: ModelStore | None = None,
+) -> ModelHandle:
+    """A handle on the model ``ref`` names; call ``start()`` (in a background thread) next.
+
+    Args:
+        ref: the inference function's ``spec.model``.
+        settings: read for the store's location.
+        bootstrap: publishes a first version into an empty store; default: the hook
+            registered for ``ref.name`` with ``@register_bootstrap``, unless
+            ``settings.model_bootstrap`` is off (``MLFN_MODEL_BOOTSTRAP=false``).
+        store: default: the local store at ``settings.model_store_path``.
+    """
+    return ModelHandle(
+        ref,
+        store or model_store(settings),
+        bootstrap=bootstrap or (bootstrap_for(ref.name) if settings.model_bootstrap else None),
+    )

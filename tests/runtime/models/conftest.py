@@ -1,0 +1,3 @@
+from tests.fixtures.models import datasets, store
+
+__all__ = ["datasets", "store"]
