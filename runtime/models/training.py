@@ -60,7 +60,7 @@ def train_classifier(
         ValueError: fewer than two classes, or X and y of different lengths.
     """
     from sklearn.model_selection import train_test_split
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")

@@ -1,0 +1,207 @@
+"""Serving benchmark: `predict` under mlfn (batching on/off) vs. the limits around it.
+
+One table: requests/s and p50/p99 latency at concurrency 1, 8 and 64, with single-row
+and 64-row requests, for
+
+* ``in-process``: the same model called directly (the limit; concurrency 1 only),
+* ``functions-framework``: a plain functions-framework function serving the same model
+  under functions-framework's own server (the baseline),
+* ``mlfn batching=on`` / ``off``: `mlfn serve predict`.
+
+Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) after a short warm-up; the load
+generator is :mod:`bench._load` (asyncio, keep-alive).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench._load import LoadResult, build_request, percentile, run_load
+
+REPO = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 8, 64)
+ROWS = (1, 64)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rows(n: int) -> list[list[float]]:
+    from functions._digits import digits
+
+    X, _ = digits()
+    return [[round(float(v), 4) for v in X[i % len(X)]] for i in range(n)]
+
+
+def _body(n: int) -> bytes:
+    return json.dumps({"instances": _rows(n)}).encode()
+
+
+def _ready(port: int, path: str, method: str = "GET", body: bytes = b"") -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request(method, path, body=body or None, headers={"Content-Type": "application/json"})
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+@contextmanager
+def _server(
+    argv: list[str], env: dict[str, str], port: int, probe: tuple[str, str, bytes]
+) -> Iterator[None]:
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(port, probe[1], probe[0], probe[2]):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{argv} exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{argv} not ready after 120s")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _in_process(rows: int, seconds: float) -> LoadResult:
+    from functions._digits import MODEL, PredictRequest
+    from functions.predict import predict
+    from runtime.models import open_model
+    from runtime.settings import Settings
+    from runtime.spec import ModelRef
+
+    handle = open_model(ModelRef(name=MODEL), Settings())
+    handle.start()
+    try:
+        body = _body(rows)
+        lat: list[float] = []
+        clock = time.perf_counter
+        end = clock() + seconds
+        while clock() < end:
+            t0 = clock()
+            predict([PredictRequest.model_validate_json(body)], handle.current())
+            lat.append(clock() - t0)
+    finally:
+        handle.stop()
+    lat.sort()
+    return LoadResult(
+        len(lat),
+        len(lat) / seconds,
+        percentile(lat, 0.5) * 1000,
+        percentile(lat, 0.99) * 1000,
+        0,
+        {200: len(lat)},
+    )
+
+
+def _measure(port: int, seconds: float) -> dict[tuple[int, int], LoadResult]:
+    out = {}
+    for rows in ROWS:
+        request = build_request("127.0.0.1", port, "POST", "/", _body(rows))
+        for c in CONCURRENCY:
+            out[(c, rows)] = run_load("127.0.0.1", port, request, concurrency=c, duration=seconds)
+    return out
+
+
+def main() -> None:
+    seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "3"))
+    with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as home:
+        env = {
+            **os.environ,
+            "MLFN_HOME": home,
+            "MLFN_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO),
+        }
+        os.environ["MLFN_HOME"] = home  # the in-process limit reads the same store
+        results: list[tuple[str, int, int, LoadResult]] = []
+        for rows in ROWS:  # also bootstraps the model into the temporary store
+            results.append(("in-process (limit)", 1, rows, _in_process(rows, seconds)))
+        probe = ("POST", "/", _body(1))
+        port = _free_port()
+        ff = [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target",
+            "predict",
+            "--source",
+            str(REPO / "bench" / "_ff_predict.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        with _server(ff, env, port, probe):
+            results += [
+                ("functions-framework", c, r, v) for (c, r), v in _measure(port, seconds).items()
+            ]
+        for batching in ("true", "false"):
+            port = _free_port()
+            mlfn = [
+                sys.executable,
+                "-c",
+                "from mlfn.cli import main; main()",
+                "serve",
+                "predict",
+                "--port",
+                str(port),
+            ]
+            with _server(mlfn, {**env, "MLFN_BATCHING": batching}, port, ("GET", "/readyz", b"")):
+                name = f"mlfn batching={'on' if batching == 'true' else 'off'}"
+                results += [(name, c, r, v) for (c, r), v in _measure(port, seconds).items()]
+    print(_table(results))
+    print(_targets(results))
+
+
+def _targets(results: list[tuple[str, int, int, Any]]) -> str:
+    cell = {(n, c, r): v for n, c, r, v in results}
+    base = cell[("functions-framework", 1, 1)].p50_ms
+    ours = cell[("mlfn batching=on", 1, 1)].p50_ms
+    rps = cell[("mlfn batching=on", 64, 1)].rps
+    delta = ours - base
+    return (
+        f"target: concurrency 1 p50 {ours:.2f} ms vs functions-framework {base:.2f} ms "
+        f"({delta:+.2f} ms; at most +0.30): {'met' if delta <= 0.3 else 'MISSED'}\n"
+        f"target: concurrency 64 single-row batching on {rps:.0f} req/s "
+        f"(at least 2500): {'met' if rps >= 2500 else 'MISSED'}"
+    )
+
+
+def _table(results: list[tuple[str, int, int, Any]]) -> str:
+    head = f"{'server':22} {'conc':>4} {'rows':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    lines = [head, "-" * len(head)]
+    for name, c, rows, r in sorted(results, key=lambda x: (x[2], x[1])):
+        lines.append(
+            f"{name:22} {c:>4} {rows:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>6}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""The server of one function: routes, errors, metrics, logs and readiness.
+
+:class:`App` is a WSGI application (gunicorn serves it) and also answers in-process
+through :meth:`App.handle` (``mlfn invoke`` and tests use that); both go through the
+same routing and the same :class:`~runtime.server.dispatch.Dispatcher`. Every status
+code comes from :mod:`runtime.server.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.function import Function
+from runtime.logs import request_context
+from runtime.server import errors as e
+from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
+from runtime.server.limits import ConcurrencyLimiter
+from runtime.server.metrics import CONTENT_TYPE, Metrics
+from runtime.settings import Settings
+
+__all__ = ["App", "Request", "Response", "create_app"]
+
+log = logging.getLogger("mlfn.server")
+
+_JSON = {"Content-Type": "application/json"}
+_STATUS = {
+    200: "200 OK",
+    202: "202 Accepted",
+    204: "204 No Content",
+    400: "400 Bad Request",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    413: "413 Payload Too Large",
+    415: "415 Unsupported Media Type",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A protocol-neutral request: header names are lower-case."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+ModelOpener = Callable[[Function, Settings], ModelSource | None]
+
+
+def _open_model(function: Function, settings: Settings) -> ModelSource | None:
+    if function.spec.model is None:
+        return None
+    from runtime.models import open_model  # heavy (scikit-learn): loaded in the background
+
+    handle: ModelSource = open_model(function.spec.model, settings)
+    return handle
+
+
+class App:
+    """One function behind HTTP. Build it with :func:`create_app`."""
+
+    def __init__(
+        self,
+        function: Function,
+        settings: Settings,
+        *,
+        model_opener: ModelOpener = _open_model,
+        batching: bool = True,
+        started_at: float | None = None,
+    ) -> None:
+        self.function = function
+        self.spec = function.spec
+        self.settings = settings
+        self.metrics = Metrics(function.name, started_at)
+        if function.spec.retrain is not None:  # training progress on the same /metrics
+            from runtime.retraining.progress import expose
+
+            expose(self.metrics.registry)
+        self.metrics.phase("imports_done")
+        self.dispatcher = Dispatcher(function, settings, self.metrics, batching=batching)
+        self.limiter = ConcurrencyLimiter(
+            function.spec.scaling.container_concurrency,
+            settings.queue_depth,
+            settings.queue_timeout_seconds,
+        )
+        self.load_error: str | None = None
+        self._ready = threading.Event()
+        self._opener = model_opener
+        self._loader: threading.Thread | None = None
+        self._flask: Any = None
+        if self.spec.kind == "http":
+            from runtime.server.plain import flask_app
+
+            self._flask = flask_app(function, settings.max_body_bytes)
+        self._alias = f"/{function.name}"
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def start(self) -> App:
+        """Load the model in a background thread; ``/readyz`` turns 200 when done."""
+        if self._loader is None:
+            self._loader = threading.Thread(target=self._load, name="mlfn-loader", daemon=True)
+            self._loader.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until ready (True) or until loading failed or timed out (False)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self.load_error is not None or time.monotonic() > deadline:
+                return False
+        return True
+
+    def close(self) -> None:
+        model = self.dispatcher.model
+        if model is not None:
+            model.stop()
+
+    def _load(self) -> None:
+        try:
+            model = self._opener(self.function, self.settings)
+            if model is not None:
+                model.start()
+                self.dispatcher.model = model
+                self.metrics.phase("model_loaded")
+        except Exception as err:
+            self.load_error = f"loading the model failed: {type(err).__name__}: {err}"
+            log.exception("model load failed for %s", self.spec.name)
+            return
+        self._ready.set()
+        seconds = self.metrics.phase("ready")
+        log.info("%s ready %.3fs after process start", self.spec.name, seconds)
+
+    # --- entry points -----------------------------------------------------------------
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """WSGI entry: read the bounded body, then the same path as :meth:`handle`."""
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO") or "/"
+        headers = {
+            k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        if "CONTENT_TYPE" in environ:
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        if self._flask is not None and path not in ("/healthz", "/readyz", "/metrics"):
+            return self._plain(environ, start_response, headers)
+        try:
+            body = self._read_body(environ)
+        except e.HttpError as err:
+            resp = self._error(err, headers.get("x-request-id") or uuid.uuid4().hex)
+            self.metrics.observe(resp.status, 0.0)
+        else:
+            resp = self.handle(Request(method, path, headers, body))
+        headers_out = list(resp.headers.items())
+        headers_out.append(("Content-Length", str(len(resp.body))))
+        start_response(_STATUS.get(resp.status) or f"{resp.status} Status", headers_out)
+        return [resp.body]
+
+    def handle(self, req: Request) -> Response:
+        """Answer one request in-process: routing, limits, errors, metrics, logs."""
+        started = time.perf_counter()
+        rid = req.headers.get("x-request-id") or req.headers.get("ce-id") or uuid.uuid4().hex
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        with request_context(rid):
+            try:
+                status, headers, body = self._route(req)
+                resp = Response(status, headers, body)
+            except e.HttpError as err:
+                resp = self._error(err, rid)
+            except Exception as err:
+                resp = self._crash(err)
+            finally:
+                metrics.in_flight.dec()
+        resp.headers["X-Request-Id"] = rid
+        metrics.observe(resp.status, time.perf_counter() - started)
+        return resp
+
+    def _read_body(self, environ: Mapping[str, Any]) -> bytes:
+        limit = self.settings.max_body_bytes
+        length = environ.get("CONTENT_LENGTH")
+        stream = environ["wsgi.input"]
+        if length:
+            try:
+                n = int(length)
+            except ValueError:
+                raise e.BadRequest(f"Content-Length {length!r} is not a number") from None
+            if n > limit:
+                raise e.PayloadTooLarge(self._too_large(n))
+            return bytes(stream.read(n)) if n else b""
+        if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return b""  # no Content-Length and not chunked: no body
+        data = bytes(stream.read(limit + 1))
+        if len(data) > limit:
+            raise e.PayloadTooLarge(self._too_large(None))
+        return data
+
+    def _too_large(self, n: int | None) -> str:
+        size = f"{n} bytes" if n is not None else "the body"
+        return (
+            f"{size} is over the limit of {self.settings.max_body_bytes} bytes; "
+            "send smaller requests or raise MLFN_MAX_BODY_BYTES"
+        )
+
+    def _error(self, err: e.HttpError, error_id: str) -> Response:
+        level = logging.WARNING if err.status >= 500 else logging.INFO
+        log.log(level, "%s %s", err.status, err.message, extra={"error_id": error_id})
+        return Response(*e.render(err, error_id))
+
+    def _crash(self, err: BaseException) -> Response:
+        error_id = e.new_error_id()
+        log.error(
+            "%s raised %s: %s (error id %s)",
+            self.spec.name,
+            type(err).__name__,
+            err,
+            error_id,
+            exc_info=err,
+            extra={"error_id": error_id},
+        )
+        message = (
+            f"{self.spec.name} failed with {type(err).__name__}; the traceback is in the "
+            f"server log under error id {error_id}"
+        )
+        return Response(*e.render(e.InternalError(message), error_id))
+
+    def _plain(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        headers: Mapping[str, str],
+    ) -> Iterable[bytes]:
+        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        captured: list[Any] = []
+
+        def capture(status_line: str, hdrs: list[tuple[str, str]], exc: Any = None) -> Any:
+            captured[:] = [status_line, [*hdrs, ("X-Request-Id", rid)]]
+            return lambda data: None
+
+        self.metrics.in_flight.inc()
+        with request_context(rid):
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                if length > self.settings.max_body_bytes:
+                    raise e.PayloadTooLarge(self._too_large(length))
+                with self.limiter.slot():
+                    body = b"".join(self._flask(environ, capture))
+                status = int(captured[0].split(" ", 1)[0])
+                start_response(*captured)
+                return [body]
+            except e.HttpError as err:
+                resp = self._error(err, rid)
+                status = resp.status
+            except Exception as err:
+                resp = self._crash(err)
+            finally:
+                self.metrics.in_flight.dec()
+                self.metrics.observe(status, time.perf_counter() - started)
+        start_response(
+            _STATUS[resp.status],
+            [*resp.headers.items(), ("X-Request-Id", rid), ("Content-Length", str(len(resp.body)))],
+        )
+        return [resp.body]
+
+    # --- routing ----------------------------------------------------------------------
+
+    def _route(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        path = req.path
+        if path == "/healthz":
+            _allow(req, "GET")
+            return 200, dict(_JSON), b'{"status":"ok"}'
+        if path == "/readyz":
+            _allow(req, "GET")
+            return self._readiness()
+        if path == "/metrics":
+            _allow(req, "GET")
+            return 200, {"Content-Type": CONTENT_TYPE}, self.metrics.render()
+        kind = self.spec.kind
+        ctype = req.headers.get("content-type", "")
+        d = self.dispatcher
+        if kind == "inference":
+            if path == "/" or path == self._alias:
+                _allow(req, "POST")
+                if "ce-specversion" in req.headers or ctype.startswith("application/cloudevents"):
+                    return self._run(lambda: _reply(d.model_event(req.headers, req.body)))
+                return self._run(lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
+            if path == "/v2" or path.startswith("/v2/"):
+                return self._oip(req, path, ctype)
+        elif self.spec.is_event and path == "/":
+            _allow(req, "POST")
+            return self._run(lambda: self._events(req))
+        if self._flask is not None:  # in-process call of a plain HTTP function
+            return self._plain_in_process(req)
+        raise e.NotFound(f"no route {path}; {self.spec.name} ({kind}) serves: {self._routes()}")
+
+    def _routes(self) -> str:
+        base = ["GET /healthz", "GET /readyz", "GET /metrics"]
+        if self.spec.kind == "inference":
+            base += [f"POST / (or {self._alias})", "the Open Inference Protocol under /v2"]
+        elif self.spec.is_event:
+            base += ["POST / (CloudEvents)"]
+        return ", ".join(base)
+
+    def _readiness(self) -> tuple[int, dict[str, str], bytes]:
+        if self.ready:
+            return 200, dict(_JSON), b'{"status":"ready"}'
+        reason = self.load_error or "loading the function's model"
+        return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
+
+    def _run(
+        self, call: Callable[[], tuple[int, dict[str, str], bytes]]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if not self._ready.is_set():
+            raise e.NotReady(
+                self.load_error or f"{self.spec.name} is still loading its model; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        with self.limiter.slot():
+            return call()
+
+    def _events(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        def each(event: Any) -> list[Any]:
+            with request_context(str(event["id"])):
+                log.debug("event %s of type %s", event["id"], event["type"])
+                return self.dispatcher.call_event(event)
+
+        return _reply(self.dispatcher.events_route(req.headers, req.body, each))
+
+    def _oip(self, req: Request, path: str, ctype: str) -> tuple[int, dict[str, str], bytes]:
+        parts = path.strip("/").split("/")
+        d = self.dispatcher
+        if parts == ["v2"]:
+            _allow(req, "GET")
+            return _json({"name": "mlfn", "version": "2", "extensions": []})
+        if parts == ["v2", "health", "live"]:
+            _allow(req, "GET")
+            return _json({"live": True})
+        if parts == ["v2", "health", "ready"]:
+            _allow(req, "GET")
+            return _json({"ready": self.ready}, 200 if self.ready else 503)
+        if len(parts) >= 3 and parts[1] == "models":
+            name = parts[2]
+            names = {self.spec.name} | ({self.spec.model.name} if self.spec.model else set())
+            if name not in names:
+                raise e.NotFound(f"no model {name!r} here; this server serves {self.spec.name!r}")
+            rest = parts[3:]
+            if len(rest) >= 2 and rest[0] == "versions":
+                rest = rest[2:]  # any version: the server serves the current one
+            if rest == []:
+                _allow(req, "GET")
+                return _json(d.oip_metadata())
+            if rest == ["ready"]:
+                _allow(req, "GET")
+                return _json(
+                    {"name": self.spec.name, "ready": self.ready}, 200 if self.ready else 503
+                )
+            if rest == ["infer"]:
+                _allow(req, "POST")
+                return self._run(lambda: (200, dict(_JSON), d.oip_infer(req.body, ctype)))
+        raise e.NotFound(f"no Open Inference Protocol route {path}")
+
+    def _plain_in_process(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        client = self._flask.test_client()
+        with self.limiter.slot():
+            r = client.open(req.path, method=req.method, headers=dict(req.headers), data=req.body)
+        return r.status_code, dict(r.headers), r.get_data()
+
+
+def _allow(req: Request, method: str) -> None:
+    if req.method != method and not (method == "GET" and req.method == "HEAD"):
+        raise e.MethodNotAllowed(req.method, req.path, (method,))
+
+
+def _reply(r: EventReply) -> tuple[int, dict[str, str], bytes]:
+    return r.status, r.headers, r.body
+
+
+def _json(obj: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
+    return status, dict(_JSON), json.dumps(obj).encode()
+
+
+def create_app(
+    function: Function,
+    settings: Settings,
+    *,
+    model_opener: ModelOpener = _open_model,
+    batching: bool = True,
+    start: bool = True,
+    started_at: float | None = None,
+) -> App:
+    """The WSGI app of ``function``; with ``start`` the model starts loading now.
+
+    ``started_at`` (wall-clock seconds) is when the serving process started, for the
+    cold-start metrics; default: this process's start.
+
+    Callable in-process (tests, ``mlfn invoke``, a forked instance of the local platform).
+
+    Example:
+        >>> from runtime.registry import discover
+        >>> from runtime.settings import Settings
+        >>> app = create_app(discover("functions").get("predict"), Settings())  # doctest: +SKIP
+        >>> app.wait_ready(30)  # doctest: +SKIP
+        True
+    """
+    app = App(
+        function, settings, model_opener=model_opener, batching=batching, started_at=started_at
+    )
+    return app.start() if start else app

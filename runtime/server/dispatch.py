@@ -1,0 +1,290 @@
+"""The dispatch core: decode -> call the function -> encode, for every entry point.
+
+The plain JSON route, the Open Inference Protocol route, CloudEvents over HTTP and
+``mlfn invoke`` all go through :class:`Dispatcher` (the shape of kserve's
+``protocol/dataplane.py``): protocol codecs turn bodies into validated rows or events,
+the dispatcher calls the function (through the batcher when the spec asks for it), and
+the codecs turn results back into bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from eventing import codec
+from runtime.context import Context
+from runtime.errors import InvalidEvent
+from runtime.function import Function
+from runtime.server import oip
+from runtime.server.batching import Batcher, check_results
+from runtime.server.errors import BadRequest, UnsupportedMediaType, from_validation
+from runtime.server.metrics import Metrics
+from runtime.settings import Settings
+
+__all__ = ["Dispatcher", "EventReply", "ModelSource"]
+
+log = logging.getLogger("mlfn.server")
+
+
+class ModelSource(Protocol):
+    """What the server needs of ``runtime.models.ModelHandle``."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def current(self) -> Any: ...
+    @property
+    def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class EventReply:
+    """Reply of an event entry point: content type, headers and body (or none)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _is_json(content_type: str) -> bool:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    return ctype in ("", "application/json") or ctype.endswith("+json")
+
+
+class Dispatcher:
+    """Runs one function for every protocol.
+
+    Args:
+        function: the discovered function.
+        settings: settings read at the entry point.
+        metrics: where batch sizes and the model version go.
+        model: the model handle (inference functions with a model), or None.
+        batching: honour ``spec.batching`` (False calls the function once per request).
+    """
+
+    def __init__(
+        self,
+        function: Function,
+        settings: Settings,
+        metrics: Metrics,
+        model: ModelSource | None = None,
+        *,
+        batching: bool = True,
+    ) -> None:
+        self.function = function
+        self.spec = function.spec
+        self.settings = settings
+        self.metrics = metrics
+        self.model = model
+        self._version: object = None
+        self._context = Context(
+            function.spec, settings, logging.getLogger(f"mlfn.fn.{function.name}")
+        )
+        self.batcher: Batcher[BaseModel, BaseModel] | None = None
+        if function.request_model is not None:
+            self._one = function.request_model
+            self._many: TypeAdapter[list[Any]] = TypeAdapter(list[function.request_model])  # type: ignore[name-defined]
+        spec_batching = function.spec.batching
+        if batching and spec_batching is not None and function.spec.kind == "inference":
+            self.batcher = Batcher(
+                self._call,
+                spec_batching.max_batch_size,
+                spec_batching.max_wait_ms / 1000.0,
+                on_batch=metrics.batch_size.observe,
+            )
+
+    # --- inference: the core --------------------------------------------------------
+
+    def _call(self, rows: list[BaseModel]) -> tuple[Sequence[BaseModel], object]:
+        loaded = self.model.current() if self.model is not None else None
+        version = getattr(loaded, "version", None)
+        if version != self._version:
+            self._version = version
+            if loaded is not None and isinstance(version, int | float):
+                self.metrics.model_version.labels(self.spec.name, loaded.name).set(version)
+        target = self.function.target
+        out = target(rows, loaded) if self.function.wants_context else target(rows)
+        return out, version
+
+    def predict(
+        self, rows: list[BaseModel], *, announced: bool = False
+    ) -> tuple[list[Any], object]:
+        """Validated rows in, one response per row and the model version out."""
+        if self.batcher is not None:
+            return self.batcher.run(rows, announced=announced)
+        self.metrics.batch_size.observe(len(rows))
+        out, version = self._call(rows)
+        return list(check_results(out, len(rows))), version
+
+    def announce(self) -> None:
+        if self.batcher is not None:
+            self.batcher.announce()
+
+    def withdraw(self) -> None:
+        if self.batcher is not None:
+            self.batcher.withdraw()
+
+    def _encode(self, response: Any, version: object) -> dict[str, Any]:
+        if isinstance(response, BaseModel):
+            out = response.model_dump(mode="json")
+        elif self.function.response_model is not None:
+            try:
+                out = self.function.response_model.model_validate(response).model_dump(mode="json")
+            except ValidationError as err:
+                raise TypeError(
+                    f"{self.spec.name} returned a value that is not a valid "
+                    f"{self.function.response_model.__name__}: {err}"
+                ) from err
+        else:
+            out = dict(response)
+        out.setdefault("model_version", version)
+        return out
+
+    # --- plain JSON route -----------------------------------------------------------
+
+    def decode_json(self, body: bytes, content_type: str) -> tuple[list[BaseModel], bool]:
+        """Rows from a JSON object (one request) or array (many); and whether it was an array."""
+        if not _is_json(content_type):
+            raise UnsupportedMediaType(
+                f"content type {content_type!r} is not supported here; "
+                "send JSON with Content-Type: application/json"
+            )
+        many = body.lstrip()[:1] == b"["
+        try:
+            if many:
+                return self._many.validate_json(body), True
+            return [self._one.model_validate_json(body)], False
+        except ValidationError as err:
+            raise from_validation(err) from None
+
+    def json_route(self, body: bytes, content_type: str) -> bytes:
+        """``POST /``: a request object (or array) in, response(s) with ``model_version`` out."""
+        self.announce()
+        try:
+            rows, many = self.decode_json(body, content_type)
+        except BaseException:
+            self.withdraw()
+            raise
+        results, version = self.predict(rows, announced=True)
+        encoded = [self._encode(r, version) for r in results]
+        return json.dumps(encoded if many else encoded[0]).encode()
+
+    # --- Open Inference Protocol ----------------------------------------------------
+
+    def oip_infer(self, body: bytes, content_type: str) -> bytes:
+        """``POST /v2/models/{name}/infer``: OIP tensors in and out."""
+        if not _is_json(content_type):
+            raise UnsupportedMediaType(
+                f"content type {content_type!r} is not supported; the OIP REST binding is JSON"
+            )
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadRequest(f"malformed JSON: {err}") from None
+        raw_rows, whole = oip.decode_inputs(payload, self._one)
+        try:
+            rows = self._many.validate_python(raw_rows)
+        except ValidationError as err:
+            raise from_validation(err, where="rows.") from None
+        results, version = self.predict(rows)
+        encoded = [self._encode(r, version) for r in results]
+        for item in encoded:
+            item.pop("model_version", None)
+        wanted = None
+        if isinstance(payload.get("outputs"), list):
+            wanted = [str(o.get("name")) for o in payload["outputs"] if isinstance(o, dict)]
+        reply: dict[str, Any] = {
+            "model_name": self.spec.name,
+            "model_version": None if version is None else str(version),
+            "outputs": oip.encode_outputs(encoded, wanted, whole=whole),
+        }
+        if "id" in payload:
+            reply["id"] = payload["id"]
+        return json.dumps(reply).encode()
+
+    def oip_metadata(self) -> dict[str, Any]:
+        assert self.function.request_model is not None and self.function.response_model
+        version = self._version
+        return {
+            "name": self.spec.name,
+            "versions": [] if version is None else [str(version)],
+            "platform": f"mlfn-{self.spec.model.backend}" if self.spec.model else "mlfn",
+            "inputs": oip.tensor_metadata(self.function.request_model),
+            "outputs": oip.tensor_metadata(self.function.response_model),
+        }
+
+    # --- CloudEvents ----------------------------------------------------------------
+
+    def model_event(self, headers: Mapping[str, str], body: bytes) -> EventReply:
+        """A CloudEvent POSTed to an inference function (``mlfn.model.published``):
+        check the store now and swap in a newer version. 202, no reply event."""
+        events, _ = self.decode_events(headers, body)
+        if self.model is not None and hasattr(self.model, "refresh"):
+            swapped = self.model.refresh()
+            log.info(
+                "model update event %s: %s",
+                events[0]["id"],
+                "swapped to a newer version" if swapped else "already current",
+            )
+        return EventReply(202, {}, b"")
+
+    def decode_events(self, headers: Mapping[str, str], body: bytes) -> tuple[list[Any], bool]:
+        """Events from binary, structured or batch mode; and whether it was a batch."""
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        try:
+            if ctype == codec.BATCH_CONTENT_TYPE:
+                return codec.from_http_batch(body), True
+            if not codec.is_cloudevent_http(headers):
+                raise UnsupportedMediaType(
+                    f"{self.spec.name} takes CloudEvents: send binary mode (ce-* headers), "
+                    f"structured mode ({codec.STRUCTURED_CONTENT_TYPE}) or a batch "
+                    f"({codec.BATCH_CONTENT_TYPE}); got content type {ctype or 'none'!r} "
+                    "without ce-specversion"
+                )
+            return [codec.from_http_message(headers, body)], False
+        except codec.CodecError as err:
+            raise BadRequest(str(err)) from None
+
+    def call_event(self, event: Any) -> list[Any]:
+        """Call the function with one event; its reply events (maybe none)."""
+        target = self.function.target
+        try:
+            out = target(event, self._context) if self.function.wants_context else target(event)
+        except ValidationError as err:  # the function validated the event's data: 400, dead-letter
+            raise from_validation(err, where="data.") from None
+        except InvalidEvent as err:
+            raise BadRequest(f"invalid event {event['id']}: {err}") from None
+        if out is None:
+            return []
+        replies = list(out) if isinstance(out, list | tuple) else [out]
+        for r in replies:
+            if not isinstance(r, codec.CloudEvent):
+                raise TypeError(
+                    f"{self.spec.name} returned {type(r).__name__}; an event function returns "
+                    "a CloudEvent, a list of them, or None"
+                )
+        return replies
+
+    def events_route(
+        self, headers: Mapping[str, str], body: bytes, each: Callable[[Any], Any]
+    ) -> EventReply:
+        """``POST /`` of an event function: replies in binary mode (a batch for a batch).
+
+        ``each(event)`` wraps every call (the HTTP layer sets the request id there).
+        """
+        events, batch = self.decode_events(headers, body)
+        replies: list[Any] = []
+        for ev in events:
+            replies.extend(each(ev))
+        if not replies:
+            return EventReply(204, {}, b"")
+        if batch or len(replies) > 1:
+            msg = codec.to_http_batch(replies)
+        else:
+            msg = codec.to_http_binary(replies[0])
+        return EventReply(200, msg.headers, msg.body)

@@ -1,0 +1,118 @@
+"""HTTP errors: every status code the server answers with is decided here.
+
+Handlers raise :class:`HttpError` subclasses (or let any other exception escape); the
+WSGI layer turns them into a short JSON body ``{"error": {"code", "message", "id", ...}}``
+through :func:`render`. A client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from runtime.errors import MlfnError
+
+__all__ = [
+    "BadRequest",
+    "HttpError",
+    "InternalError",
+    "MethodNotAllowed",
+    "NotFound",
+    "NotReady",
+    "Overloaded",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
+    "from_validation",
+    "new_error_id",
+    "render",
+]
+
+
+class HttpError(MlfnError):
+    """An error with its HTTP status, a stable machine code and a message for humans."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class BadRequest(HttpError):
+    status, code = 400, "bad_request"
+
+
+class NotFound(HttpError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(HttpError):
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"{method} is not allowed on {path}; use {', '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+
+class PayloadTooLarge(HttpError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(HttpError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Overloaded(HttpError):
+    status, code = 503, "overloaded"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class NotReady(HttpError):
+    status, code = 503, "not_ready"
+
+
+class InternalError(HttpError):
+    """An exception escaped the user's function (or the server): logged with this id."""
+
+    status, code = 500, "internal"
+
+
+def new_error_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def from_validation(err: ValidationError, where: str = "") -> BadRequest:
+    """A 400 naming each offending field, e.g. ``body.pixels: Field required``."""
+    fields = []
+    for item in err.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in item["loc"]) or "body"
+        fields.append({"field": f"{where}{loc}" if where else loc, "problem": item["msg"]})
+    summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5])
+    more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
+    if fields and fields[0]["problem"].startswith("Invalid JSON"):
+        return BadRequest(f"malformed JSON: {fields[0]['problem']}", details={"fields": fields})
+    return BadRequest(f"invalid request: {summary}{more}", details={"fields": fields})
+
+
+def render(err: HttpError, error_id: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and JSON body of an error response."""
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "id": error_id}
+    body.update(err.details)
+    headers = {"Content-Type": "application/json", **err.headers}
+    return err.status, headers, json.dumps({"error": body}).encode()

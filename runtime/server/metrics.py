@@ -1,0 +1,88 @@
+"""Prometheus metrics of one served function, in a registry of its own.
+
+Exposed on ``GET /metrics``: requests by function and status code, a latency histogram,
+in-flight requests, batch sizes, the model version served, and the cold-start phases
+(process start -> imports done -> model loaded -> ready), in seconds since process start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "Metrics", "process_start_time"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+def process_start_time() -> float:
+    """When this process started (wall clock), from /proc when available."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - max(0.0, age)
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    return time.time()
+
+
+class Metrics:
+    """The server's metrics; one instance per app, each with its own registry."""
+
+    def __init__(self, function: str, started_at: float | None = None) -> None:
+        self.function = function
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlfn_requests", "Requests handled, by status code", ["function", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "mlfn_request_duration_seconds",
+            "Request latency",
+            ["function"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        ).labels(function)
+        self.in_flight = Gauge(
+            "mlfn_requests_in_flight", "Requests being handled now", ["function"], registry=r
+        ).labels(function)
+        self.batch_size = Histogram(
+            "mlfn_batch_size",
+            "Items per call of the function",
+            ["function"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        ).labels(function)
+        self.model_version = Gauge(
+            "mlfn_model_version", "Model version served", ["function", "model"], registry=r
+        )
+        self.cold_start = Gauge(
+            "mlfn_cold_start_seconds",
+            "Seconds from process start to each start-up phase (imports_done, model_loaded, ready)",
+            ["function", "phase"],
+            registry=r,
+        )
+        self._start = started_at if started_at is not None else process_start_time()
+        self._codes: dict[int, Counter] = {}
+
+    def phase(self, name: str, at: float | None = None) -> float:
+        """Record that start-up phase ``name`` was reached (now, or at wall time ``at``)."""
+        seconds = max(0.0, (at if at is not None else time.time()) - self._start)
+        self.cold_start.labels(self.function, name).set(seconds)
+        return seconds
+
+    def observe(self, status: int, seconds: float) -> None:
+        counter = self._codes.get(status)
+        if counter is None:
+            counter = self._codes[status] = self.requests.labels(self.function, str(status))
+        counter.inc()
+        self.latency.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,214 @@
+"""Open Inference Protocol v2 (KServe/Triton REST) tensors <-> rows of the request model.
+
+The mapping, pure and without I/O:
+
+* Request: each input tensor names a field of the request model. If the tensor's rank is
+  the field's rank plus one, ``shape[0]`` counts requests and request ``i`` gets
+  ``tensor[i]``; if it equals the field's rank (a field that is itself a list of rows,
+  like ``instances: list[list[float]]``), the whole tensor is one request. ``data`` may
+  be flat (row-major, as the protocol prefers) or nested. ``parameters`` fill the
+  non-tensor fields of every request (``{"probabilities": true}``). A request model with
+  a single field also takes one input under any name (clients often send ``input-0``).
+* Response: each field of the response model becomes an output tensor of the same name,
+  shaped ``[requests, *value shape]`` (or the value's own shape for one whole request),
+  datatype from the values (``BOOL``, ``INT64``, ``FP64``, ``BYTES``), data flattened
+  row-major; fields that are None are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+from runtime.server.errors import BadRequest
+
+__all__ = ["decode_inputs", "encode_outputs", "tensor_metadata"]
+
+_PY_TO_OIP = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
+
+
+def _describe(annotation: Any) -> tuple[str, list[int]]:
+    """Datatype and per-row shape (-1 for variable) of a field annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _describe(inner[0]) if len(inner) == 1 else ("BYTES", [])
+    if origin is typing.Annotated:
+        return _describe(args[0])
+    if origin in (list, tuple, typing.Sequence) and args:
+        dtype, shape = _describe(args[0])
+        return dtype, [-1, *shape]
+    return _PY_TO_OIP.get(annotation, "BYTES"), []
+
+
+def tensor_metadata(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """``[{"name", "datatype", "shape"}]`` for each field, as ``/v2/models/{name}`` lists them."""
+    out = []
+    for name, field in model.model_fields.items():
+        dtype, shape = _describe(field.annotation)
+        out.append({"name": name, "datatype": dtype, "shape": [-1, *shape]})
+    return out
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _reshape(flat: list[Any], shape: list[int]) -> Any:
+    if not shape:
+        return flat[0]
+    if len(shape) == 1:
+        return flat
+    step = math.prod(shape[1:])
+    return [_reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def decode_inputs(payload: Any, model: type[BaseModel]) -> tuple[list[dict[str, Any]], bool]:
+    """Rows (plain dicts, not yet validated) from an OIP inference request body.
+
+    Returns the rows and whether the tensors held one whole request (no request dimension).
+
+    Raises:
+        BadRequest: the body is not an inference request, or its tensors do not fit.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise BadRequest('an inference request is a JSON object with an "inputs" list of tensors')
+    fields = list(model.model_fields)
+    inputs: list[Any] = payload["inputs"]
+    if not inputs:
+        raise BadRequest(f'"inputs" is empty; send one tensor per field: {", ".join(fields)}')
+    params = payload.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest('"parameters" must be an object of request fields')
+    columns: dict[str, list[Any]] = {}
+    whole: bool | None = None
+    for k, tensor in enumerate(inputs):
+        name, values, is_whole = _column(k, tensor, model, fields, single=len(inputs) == 1)
+        if whole is not None and is_whole != whole:
+            raise BadRequest(
+                f"inputs[{k}] ({name}) and inputs[0] disagree on the request dimension: "
+                "give every input a leading request dimension, or none"
+            )
+        whole = is_whole
+        n = len(values)
+        if columns and n != len(next(iter(columns.values()))):
+            raise BadRequest(
+                f"inputs[{k}] ({name}) has {n} rows but inputs[0] has "
+                f"{len(next(iter(columns.values())))}; shape[0] must agree across inputs"
+            )
+        columns[name] = values
+    n = len(next(iter(columns.values())))
+    rows = [{**params, **{name: col[i] for name, col in columns.items()}} for i in range(n)]
+    return rows, bool(whole)
+
+
+def _column(
+    k: int, tensor: Any, model: type[BaseModel], fields: list[str], *, single: bool
+) -> tuple[str, list[Any], bool]:
+    where = f"inputs[{k}]"
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
+    name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
+    if not isinstance(name, str):
+        raise BadRequest(f"{where}.name is missing; expected one of: {', '.join(fields)}")
+    if name not in model.model_fields:
+        if not (len(fields) == 1 and single):
+            raise BadRequest(
+                f"{where}: unknown input {name!r}; this model takes: {', '.join(fields)}"
+            )
+        name = fields[0]
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise BadRequest(f"{where}.shape must be a non-empty list of sizes, got {shape!r}")
+    if "data" not in tensor:
+        raise BadRequest(f"{where}.data is missing")
+    flat = _flatten(data)
+    if len(flat) != math.prod(shape):
+        raise BadRequest(
+            f"{where} ({name}): shape {shape} holds {math.prod(shape)} values "
+            f"but data has {len(flat)}"
+        )
+    if tensor.get("datatype") == "BYTES":
+        flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
+    rank = len(_describe(model.model_fields[name].annotation)[1])
+    if rank and len(shape) == rank:
+        return name, [_reshape(flat, shape)], True
+    if len(shape) != rank + 1:
+        raise BadRequest(
+            f"{where} ({name}) has shape {shape}, but {name} has rank {rank} per request: "
+            f"send rank {rank + 1} (first dimension: requests)"
+            + (f" or rank {rank} (one request)" if rank else "")
+        )
+    per = math.prod(shape[1:])
+    return (
+        name,
+        [_reshape(flat[i * per : (i + 1) * per], shape[1:]) for i in range(shape[0])],
+        False,
+    )
+
+
+def _shape_of(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _datatype(values: list[Any]) -> str:
+    leaf = values[0] if values else None
+    if isinstance(leaf, bool):
+        return "BOOL"
+    if isinstance(leaf, int):
+        return "FP64" if any(isinstance(v, float) for v in values) else "INT64"
+    if isinstance(leaf, float):
+        return "FP64"
+    return "BYTES"
+
+
+def encode_outputs(
+    responses: list[dict[str, Any]], wanted: list[str] | None = None, *, whole: bool = False
+) -> list[dict[str, Any]]:
+    """Output tensors, one per response field (or only those in ``wanted``).
+
+    ``whole``: one response, encoded without a leading request dimension. Fields that are
+    None in every response are left out.
+    """
+    if not responses:
+        return []
+    names = [n for n in responses[0] if wanted is None or n in wanted]
+    outputs = []
+    for name in names:
+        column = [r.get(name) for r in responses]
+        if all(v is None for v in column):
+            continue
+        value: Any = column[0] if whole else column
+        flat = _flatten(value)
+        dtype = _datatype(flat)
+        if dtype == "BYTES":
+            flat = [v if isinstance(v, str) else json.dumps(v) for v in flat]
+        outputs.append(
+            {"name": name, "datatype": dtype, "shape": _shape_of(value) or [1], "data": flat}
+        )
+    return outputs

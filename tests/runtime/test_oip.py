@@ -1,0 +1,101 @@
+"""Open Inference Protocol tensors <-> request rows: the documented mapping."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from runtime.server.errors import BadRequest
+from runtime.server.oip import decode_inputs, encode_outputs, tensor_metadata
+
+pytestmark = pytest.mark.unit
+
+
+class Rows(BaseModel):
+    instances: list[list[float]]
+    probabilities: bool = False
+
+
+class Point(BaseModel):
+    x: list[float]
+    label: str | None = None
+
+
+def test_a_tensor_of_the_fields_rank_is_one_whole_request_with_parameters() -> None:
+    payload = {
+        "inputs": [
+            {"name": "instances", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6]}
+        ],
+        "parameters": {"probabilities": True},
+    }
+    rows, whole = decode_inputs(payload, Rows)
+    assert whole and rows == [{"probabilities": True, "instances": [[1, 2, 3], [4, 5, 6]]}]
+
+
+def test_one_rank_more_than_the_field_counts_requests_and_nested_data_is_accepted() -> None:
+    payload = {
+        "inputs": [
+            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]},
+            {"name": "label", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+        ]
+    }
+    rows, whole = decode_inputs(payload, Point)
+    assert not whole and rows == [{"x": [1, 2], "label": "a"}, {"x": [3, 4], "label": "b"}]
+
+
+def test_single_field_models_take_any_input_name() -> None:
+    class One(BaseModel):
+        x: list[float]
+
+    rows, _ = decode_inputs({"inputs": [{"name": "input-0", "shape": [1, 2], "data": [1, 2]}]}, One)
+    assert rows == [{"x": [1, 2]}]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"inputs": "no"}, 'an "inputs" list'),
+        ({"inputs": []}, "send one tensor per field: x, label"),
+        (
+            {"inputs": [{"name": "y", "shape": [1], "data": [1]}]},
+            "unknown input 'y'; this model takes: x, label",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]},
+            "holds 4 values but data has 3",
+        ),
+        ({"inputs": [{"name": "x", "shape": [1, 1, 2], "data": [1, 2]}]}, "has rank 1 per request"),
+        ({"inputs": [{"name": "x", "shape": "2", "data": [1]}]}, "shape must be a non-empty list"),
+        (
+            {
+                "inputs": [
+                    {"name": "x", "shape": [2, 1], "data": [1, 2]},
+                    {"name": "label", "shape": [3], "data": ["a", "b", "c"]},
+                ]
+            },
+            "has 3 rows but inputs[0] has 2",
+        ),
+    ],
+)
+def test_bad_tensors_say_what_is_wrong(payload: object, message: str) -> None:
+    with pytest.raises(BadRequest, match=None) as err:
+        decode_inputs(payload, Point)
+    assert message in err.value.message
+
+
+def test_outputs_are_one_tensor_per_field_with_inferred_datatypes() -> None:
+    responses = [{"predictions": [3, 4], "probabilities": None, "ok": True}]
+    out = encode_outputs(responses, whole=True)
+    assert out == [
+        {"name": "predictions", "datatype": "INT64", "shape": [2], "data": [3, 4]},
+        {"name": "ok", "datatype": "BOOL", "shape": [1], "data": [True]},
+    ]
+    per_row = encode_outputs([{"y": 1.5}, {"y": 2.5}], wanted=["y"])
+    assert per_row == [{"name": "y", "datatype": "FP64", "shape": [2], "data": [1.5, 2.5]}]
+
+
+def test_metadata_lists_fields_as_tensors() -> None:
+    assert tensor_metadata(Rows) == [
+        {"name": "instances", "datatype": "FP64", "shape": [-1, -1, -1]},
+        {"name": "probabilities", "datatype": "BOOL", "shape": [-1]},
+    ]
