@@ -89,6 +89,9 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log or subprocess.DEVNULL,
                 stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+                # Its own session: a terminal's Ctrl-C must not stop the broker before the
+                # dispatchers have committed; stop() ends it after them.
+                start_new_session=True,
             )
         except OSError as err:
             raise BrokerError(f"cannot run the broker binary {cmd[0]}: {err}") from err

@@ -12,14 +12,21 @@ import click
 
 from runtime.settings import Settings
 
-_BOOTSTRAP_HELP = "Kafka HOST:PORT (default: MLFN_BOOTSTRAP_SERVERS)"
+_BOOTSTRAP_HELP = (
+    "Kafka HOST:PORT (default: MLFN_BOOTSTRAP_SERVERS, else the broker of a running `mlfn dev`)"
+)
 
 
 def _bootstrap(settings: Settings, given: str | None) -> str:
     server = given or settings.bootstrap_servers
     if not server:
+        from localplatform.control import running_bootstrap
+
+        server = running_bootstrap(settings)
+    if not server:
         raise click.UsageError(
-            "no Kafka to talk to: start one with `mlfn broker` and pass its address with "
+            "no Kafka to talk to: start the platform with `make dev` (its broker is found "
+            "automatically), or run `mlfn broker` and pass its address with "
             "--bootstrap 127.0.0.1:PORT (or set MLFN_BOOTSTRAP_SERVERS)"
         )
     host, _, port = server.rpartition(":")

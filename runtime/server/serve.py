@@ -40,6 +40,9 @@ def gunicorn_options(
         "accesslog": None,
         "limit_request_line": 8190,
         "proc_name": f"mlfn-{function.name}",
+        # gunicorn's control socket is one fixed path per user: several instances on one
+        # machine (the local platform) would fight over it, and nothing here uses it.
+        "control_socket_disable": True,
     }
 
 

@@ -1,0 +1,1 @@
+"""Tiny user functions for the local platform's tests (served by ``_server.run``)."""
