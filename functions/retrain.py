@@ -1,72 +1,104 @@
-"""``retrain``: store featurized digits durably, train on them, publish a new version."""
+"""``retrain``: store featurized digits durably; retrain per policy; publish through the gate.
+
+Each ``mlfn.digits.features`` event adds one row to the ``digits`` dataset (idempotent on
+the event id, so redeliveries add nothing). The retrain loop (:mod:`runtime.retraining`)
+trains when the policy says so, in the background and one training at a time, scores
+the candidate against the served version on a holdout neither trained on, and
+publishes it only if it is not worse by more than the tolerance. It announces the
+result on the broker: ``mlfn.model.published`` (``predict`` swaps to it) or
+``mlfn.model.rejected``. A ``mlfn.retrain.requested`` event (subject ``digits``) asks for
+a training now, whatever the thresholds say.
+"""
 
 from __future__ import annotations
 
-import logging
-from functools import lru_cache
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from functions._digits import DATASET, FEATURES_TYPE, MODEL, PUBLISHED_TYPE, DigitFeatures
-from runtime import CloudEvent, Context, DatasetStore, ModelStore, Row, event, new_event
-from runtime.models import model_store, train_classifier
+import numpy as np
+from numpy.typing import NDArray
 
-MIN_ROWS = 20
-"""Rows (with labels, of at least two classes) needed before the first training."""
+from functions._digits import DATASET, FEATURES_TYPE, MODEL, DigitFeatures
+from runtime import CloudEvent, Context, Row, event
+from runtime.models import default_classifier
+from runtime.retraining import (
+    MODEL_PUBLISHED,
+    MODEL_REJECTED,
+    RETRAIN_REQUESTED,
+    FitFn,
+    Progress,
+    loop_for,
+)
 
-log = logging.getLogger("functions.retrain")
+
+def fit_digits(X: NDArray[np.float64], y: NDArray[Any], progress: Progress) -> Any:
+    """Fit the default classifier (multinomial logistic regression); report its iterations."""
+    clf = default_classifier().fit(X, y.astype(np.int64))
+    progress.iteration(int(np.max(clf.n_iter_)))
+    return clf
 
 
-@lru_cache(maxsize=8)
-def _datasets_at(root: Path) -> DatasetStore:
-    return DatasetStore(root)  # one per path: its SQLite connection lives with the process
+def _event_time(ev: CloudEvent) -> datetime | None:
+    raw = ev.get("time")
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
-def _stores(ctx: Context) -> tuple[ModelStore, DatasetStore]:
-    """The stores the runtime put in ``ctx``, else the ones the settings name."""
-    models = ctx.models if isinstance(ctx.models, ModelStore) else model_store(ctx.settings)
-    datasets = (
-        ctx.datasets
-        if isinstance(ctx.datasets, DatasetStore)
-        else _datasets_at(ctx.settings.dataset_store_path)
+def store_features(ev: CloudEvent, ctx: Context, *, fit: FitFn = fit_digits) -> None:
+    """Add the event's row to the dataset and tell the retrain loop (which may train).
+
+    A ``mlfn.retrain.requested`` event asks the loop for a training instead.
+    """
+    if ev["type"] == RETRAIN_REQUESTED:
+        data = ev.get_data()
+        why = data.get("reason") if isinstance(data, dict) else None
+        loop_for(ctx, dataset=DATASET, fit=fit).request(str(why or f"event {ev['id']}"))
+        return
+    features = DigitFeatures.model_validate(ev.get_data())
+    loop = loop_for(ctx, dataset=DATASET, fit=fit)
+    when = _event_time(ev)
+    row = (
+        Row(ev["id"], features.features, features.label, time=when)
+        if when is not None
+        else Row(ev["id"], features.features, features.label)
     )
-    return models, datasets
+    loop.add([row])
 
 
 @event(
-    subscriptions=[{"broker": "default", "attributes": {"type": FEATURES_TYPE}}],
-    emits=[PUBLISHED_TYPE],
+    subscriptions=[
+        {"name": "retrain-features", "broker": "default", "attributes": {"type": FEATURES_TYPE}},
+        {
+            "name": "retrain-requests",
+            "broker": "default",
+            "filters": [{"exact": {"type": RETRAIN_REQUESTED, "subject": MODEL}}],
+        },
+    ],
+    emits=[MODEL_PUBLISHED, MODEL_REJECTED],
+    retrain={
+        "model": MODEL,
+        "every_rows": 500,
+        "every_seconds": 30,
+        "min_rows": 50,
+        "debounce_seconds": 0.2,
+        "tolerance": 0.01,
+        "holdout_fraction": 0.2,
+    },
     resources={"cpu": "1", "memory": "1Gi"},
+    # one instance always up: the loop's time trigger and pending count live in it
+    scaling={"min_scale": 1, "max_scale": 1},
     timeout_seconds=600,
 )
-def retrain(ev: CloudEvent, ctx: Context) -> CloudEvent | None:
-    """Append the features (idempotent on the event id), retrain, publish a version.
+def retrain(ev: CloudEvent, ctx: Context) -> None:
+    """Store the features (idempotent on the event id); the loop retrains per policy.
 
-    Replies ``mlfn.model.published`` with the model, version and metrics; replies
-    nothing while fewer than ``MIN_ROWS`` labelled rows are stored, or when the event
-    was a redelivery that added no row.
+    ``mlfn.retrain.requested`` (subject ``digits``, data ``{"reason": ...}``) trains now.
+
+    Replies nothing: the loop announces each candidate on the broker when its training
+    ends (``mlfn.model.published`` or ``mlfn.model.rejected``, subject ``digits``).
     """
-    features = DigitFeatures.model_validate(ev.get_data())
-    models, datasets = _stores(ctx)
-    ds = datasets.open(DATASET)
-    added = ds.append([Row(ev["id"], features.features, features.label)])
-    if not added:
-        log.info("redelivered event: row already stored", extra={"event_id": ev["id"]})
-        return None
-    data = ds.read()
-    if len(data.y) < MIN_ROWS or len(set(data.y.tolist())) < 2:
-        log.info("not enough labelled rows to train yet", extra={"rows": len(data.y)})
-        return None
-    result = train_classifier(data.X, data.y)
-    published = models.publish(MODEL, result.model, metrics=result.metrics, data=data.range)
-    log.info(
-        "published a new model version",
-        extra={"model": MODEL, "version": published.version, **result.metrics},
-    )
-    reply: dict[str, Any] = {
-        "model": MODEL,
-        "version": published.version,
-        "metrics": result.metrics,
-        "rows": len(data.y),
-    }
-    return new_event(PUBLISHED_TYPE, "/mlfn/functions/retrain", reply, subject=MODEL)
+    store_features(ev, ctx)

@@ -140,11 +140,22 @@ class App:
         if model is not None:
             model.stop()
 
+    def _show_version(self, loaded: Any) -> None:
+        version = getattr(loaded, "version", None)
+        if isinstance(version, int) and not isinstance(version, bool):
+            self.metrics.model_version.labels(self.spec.name, loaded.name).set(version)
+
     def _load(self) -> None:
         try:
             model = self._opener(self.function, self.settings)
             if model is not None:
+                # the served version on /metrics from the first load, not the first request
+                # (mlfn status reads it; a new version shows before any traffic reaches it)
+                on_swap = getattr(model, "on_swap", None)
+                if callable(on_swap):
+                    on_swap(self._show_version)
                 model.start()
+                self._show_version(model.current())
                 self.dispatcher.model = model
                 self.metrics.phase("model_loaded")
         except Exception as err:

@@ -1,6 +1,9 @@
+"""``functions.retrain``: rows stored idempotently; the retrain loop trains per its policy."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,14 +12,23 @@ from sklearn.datasets import load_digits
 from functions._digits import PredictRequest
 from functions.predict import predict
 from functions.preprocess import preprocess
-from functions.retrain import MIN_ROWS, retrain
+from functions.retrain import fit_digits, retrain
 from runtime import CloudEvent, Context, DatasetStore, new_event
 from runtime.function import function_of
 from runtime.models import LocalModelStore, ModelHandle
+from runtime.retraining import close_loops, loop_for
 from runtime.settings import Settings
 from runtime.spec import ModelRef
 
 pytestmark = pytest.mark.unit
+
+DEADLINE = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _loops() -> Iterator[None]:
+    yield
+    close_loops()
 
 
 def _features(n: int, start: int = 0) -> list[CloudEvent]:
@@ -32,49 +44,52 @@ def _features(n: int, start: int = 0) -> list[CloudEvent]:
     ]
 
 
-def _ctx(tmp_path: Path, store: LocalModelStore, datasets: DatasetStore) -> Context:
+def _ctx(tmp_path: Path, store: LocalModelStore | None, datasets: DatasetStore | None) -> Context:
     spec = function_of(retrain).spec  # type: ignore[union-attr]
     return Context(spec, Settings(home=tmp_path), logging.getLogger("test"), store, datasets)
 
 
-def test_retrain_stores_rows_idempotently_and_publishes(
+def _every_rows() -> int:
+    policy = function_of(retrain).spec.retrain  # type: ignore[union-attr]
+    assert policy is not None and policy.every_rows is not None
+    return policy.every_rows
+
+
+def test_retrain_stores_rows_idempotently_and_the_loop_publishes_at_the_threshold(
     tmp_path: Path, store: LocalModelStore, datasets: DatasetStore
 ) -> None:
     ctx = _ctx(tmp_path, store, datasets)
-    events = _features(300)
-    for ev in events[: MIN_ROWS - 1]:
-        assert retrain(ev, ctx) is None  # too few rows to train yet
-    reply = None
-    for ev in events[MIN_ROWS - 1 :: 40]:
-        reply = retrain(ev, ctx)
-    assert reply is not None and reply["type"] == "mlfn.model.published"
-    assert reply["subject"] == "digits"
-    data = reply.get_data()
-    assert data["model"] == "digits" and data["version"] == store.latest("digits")
-    assert retrain(events[0], ctx) is None  # a redelivery adds no row and trains nothing
-    assert datasets.open("digits").count() == MIN_ROWS - 1 + len(events[MIN_ROWS - 1 :: 40])
+    announced: list[CloudEvent] = []
+    loop = loop_for(ctx, dataset="digits", fit=fit_digits, emit=announced.append)
+    every = _every_rows()
+    events = _features(every)
+    for ev in events:
+        assert retrain(ev, ctx) is None  # the loop announces on the broker, not in the reply
+    assert retrain(events[0], ctx) is None  # a redelivery adds no row
+    [outcome] = loop.wait_outcomes(1, DEADLINE)
+    assert outcome.decision == "published", outcome.reason
+    assert datasets.open("digits").count() == every
+    [ev] = announced
+    assert (ev["type"], ev["subject"]) == ("mlfn.model.published", "digits")
+    assert ev.get_data()["version"] == store.latest("digits") == 1
     meta = store.info("digits")
     assert meta.data is not None and meta.data.first_id == events[0]["id"]
-    assert meta.data.rows == data["rows"] and meta.metrics["train_rows"] > 0
+    assert meta.data.rows == every and 0 < meta.metrics["train_rows"] < every
+    assert meta.metrics["accuracy"] > 0.9
 
 
 def test_a_served_handle_swaps_to_the_retrained_version(
     tmp_path: Path, store: LocalModelStore, datasets: DatasetStore
 ) -> None:
     ctx = _ctx(tmp_path, store, datasets)
-    ds = datasets.open("digits")
-    from runtime import Row
-
-    events = _features(600)
-    ds.append([Row(e["id"], e.get_data()["features"], e.get_data()["label"]) for e in events[:-1]])
-    reply = retrain(events[-1], ctx)
-    assert reply is not None
-    version = reply.get_data()["version"]
-    assert reply.get_data()["metrics"]["accuracy"] > 0.9
+    loop = loop_for(ctx, dataset="digits", fit=fit_digits, emit=lambda ev: None)
+    for ev in _features(_every_rows()):
+        retrain(ev, ctx)
+    [outcome] = loop.wait_outcomes(1, DEADLINE)
     handle = ModelHandle(ModelRef(name="digits", poll_seconds=3600), store)
     handle.start()
     try:
-        assert handle.current().version == version
+        assert handle.current().version == outcome.version
         X, y = load_digits(return_X_y=True)
         (resp,) = predict([PredictRequest(instances=(X[1700:] / 16).tolist())], handle.current())
         assert sum(
@@ -85,10 +100,32 @@ def test_a_served_handle_swaps_to_the_retrained_version(
 
 
 def test_retrain_opens_stores_from_settings_when_the_context_has_none(tmp_path: Path) -> None:
-    spec = function_of(retrain).spec  # type: ignore[union-attr]
-    ctx = Context(spec, Settings(home=tmp_path), logging.getLogger("test"))
-    for ev in _features(MIN_ROWS):
-        reply = retrain(ev, ctx)
-    assert reply is not None and reply.get_data()["version"] == 1
-    assert (tmp_path / "models" / "digits" / "latest").exists()
+    ctx = _ctx(tmp_path, None, None)
+    for ev in _features(3):
+        assert retrain(ev, ctx) is None
     assert (tmp_path / "datasets" / "digits.sqlite3").exists()
+    loop = loop_for(ctx, dataset="digits", fit=fit_digits)
+    assert loop.driver.pending_rows == 3
+
+
+def test_a_retrain_request_event_trains_below_the_threshold(
+    tmp_path: Path, store: LocalModelStore, datasets: DatasetStore
+) -> None:
+    ctx = _ctx(tmp_path, store, datasets)
+    loop = loop_for(ctx, dataset="digits", fit=fit_digits, emit=lambda ev: None)
+    for ev in _features(100):
+        retrain(ev, ctx)
+    assert loop.outcomes == []
+    request = new_event(
+        "mlfn.retrain.requested", "/ops", {"reason": "new labels"}, subject="digits"
+    )
+    assert retrain(request, ctx) is None
+    [outcome] = loop.wait_outcomes(1, DEADLINE)
+    assert outcome.ticket.reason == "requested: new labels"
+    assert outcome.decision == "published" and store.latest("digits") == 1
+
+
+def test_retrain_subscribes_to_features_and_to_requests_for_its_model() -> None:
+    subs = function_of(retrain).spec.subscriptions  # type: ignore[union-attr]
+    assert [s.name for s in subs] == ["retrain-features", "retrain-requests"]
+    assert subs[1].filters == ({"exact": {"type": "mlfn.retrain.requested", "subject": "digits"}},)
