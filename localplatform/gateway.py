@@ -245,4 +245,5 @@ class Gateway:
         except RolloutError as err:
             return 409, {"error": str(err)}
         log.info("traffic of %s: %s", name, dict(fn.traffic.describe()))
+        self.serving.after_rollout(fn)
         return 200, {"function": name, "traffic": dict(fn.traffic.describe())}

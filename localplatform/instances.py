@@ -140,8 +140,11 @@ class ZygoteClient:
         elif self.on_lost is not None:
             self.on_lost(self)
 
-    def spawn(self, instance: str, function: str, port: int) -> None:
-        """Fork an instance of ``function`` serving on ``port``."""
+    def spawn(
+        self, instance: str, function: str, port: int, model_version: int | None = None
+    ) -> None:
+        """Fork an instance of ``function`` serving on ``port``, pinned to ``model_version``
+        (None: it follows the store's ``latest``)."""
         self._write(
             {
                 "op": "spawn",
@@ -149,6 +152,7 @@ class ZygoteClient:
                 "function": function,
                 "port": port,
                 "t": time.monotonic(),
+                "settings": {"model_version": model_version},
             }
         )
 

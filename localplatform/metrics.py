@@ -1,7 +1,8 @@
 """Prometheus metrics of the local platform, served on ``/_mlfn/metrics`` by the gateway.
 
 Cold starts per phase (Knative has no cold-start metric: serving#13459), crashes, and,
-read at scrape time, instances, in-flight requests, desired scale and traffic per revision.
+read at scrape time, instances, in-flight requests, desired scale, traffic and pinned
+model version per revision.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class _RevisionCollector:
             "mlfn_platform_desired_scale", "Autoscaler decision", labels=labels
         )
         traffic = GaugeMetricFamily("mlfn_platform_traffic_percent", "Traffic split", labels=labels)
+        model = GaugeMetricFamily(
+            "mlfn_platform_revision_model_version",
+            "Model version the revision's instances are pinned to",
+            labels=labels,
+        )
         for fn in self.serving.functions.values():
             for rev in fn.revisions.values():
                 key = [fn.name, rev.name]
@@ -48,7 +54,9 @@ class _RevisionCollector:
                 in_flight.add_metric(key, rev.in_flight)
                 desired.add_metric(key, rev.desired)
                 traffic.add_metric(key, fn.traffic.percent.get(rev.name, 0))
-        yield from (instances, in_flight, desired, traffic)
+                if rev.model is not None:
+                    model.add_metric(key, rev.model)
+        yield from (instances, in_flight, desired, traffic, model)
 
 
 class PlatformMetrics:

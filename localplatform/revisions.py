@@ -1,7 +1,8 @@
 """Revisions and their instances: the state the gateway and the autoscaler share.
 
-A :class:`Revision` is one version of a function's code (a source hash) with its own
-autoscaler, its instances, and an activator queue: a request that finds no instance
+A :class:`Revision` is one version of a function's code (a source hash) and, for an
+inference function with a model, of its model (the version its instances are pinned to),
+with its own autoscaler, its instances, and an activator queue: a request that finds no instance
 with room waits here (it is not failed) until one is ready, as Knative's activator holds
 requests while a revision scales from zero.
 """
@@ -84,8 +85,10 @@ class Revision:
         generation: int,
         now: float,
         poke: Callable[[Revision], None],
+        model: int | None = None,
     ) -> None:
         self.name = name
+        self.model = model  # the model version its instances are pinned to (None: latest)
         self.spec = spec
         self.source_hash = source_hash
         self.generation = generation
@@ -103,7 +106,7 @@ class Revision:
         self.start_failures = 0
         self.last_failure: str | None = None
         self.next_spawn_at = 0.0
-        self.model_version: str | None = None  # last seen on an instance
+        self.model_version: str | None = None if model is None else str(model)  # as last seen
         self.served = 0
         self.errors = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -223,6 +226,7 @@ class Revision:
         return {
             "name": self.name,
             "source_hash": self.source_hash,
+            "model": self.model,
             "traffic_percent": percent,
             "desired": self.desired,
             "in_flight": self.in_flight,

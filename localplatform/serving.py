@@ -5,6 +5,13 @@ per generation of the functions' source, creates a revision per function and sou
 hash, runs every revision's autoscaler once per tick and reconciles the instances with
 the decision (spawn, or drain then stop), replaces crashed instances, and watches the
 source files so that a saved change makes a new revision.
+
+It also watches the model store's ``latest`` pointer of every function with a model. With
+rollout strategy ``canary`` a new version makes a new revision whose instances are pinned to
+it (:mod:`localplatform.models`) with ``rollout.percent`` of the traffic. With ``replace`` the
+running instances hot-swap the new version in place, as pods do on a cluster (no cold start,
+and a version that fails to load never takes traffic from the one that serves); the
+revision's status follows the version its instances report.
 """
 
 from __future__ import annotations
@@ -17,13 +24,14 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 from localplatform.autoscaler import LocalDefaults, Policy
 from localplatform.instances import ZygoteClient, fetch, probe_ready
 from localplatform.metrics import PlatformMetrics
+from localplatform.models import ModelPointers
 from localplatform.revisions import START_FAILURES_BEFORE_ERROR, ColdStart, Instance, Revision
 from localplatform.routing import Traffic
 from runtime.settings import Settings
@@ -58,6 +66,8 @@ class FunctionState:
         self.traffic = Traffic()
         self.source_file: str | None = None
         self.rejected_hash: str | None = None
+        self.model_seen: int | None = None  # the model version ``latest`` named when last read
+        self.model_token: Hashable | None = None
 
     @property
     def latest(self) -> Revision:
@@ -82,10 +92,12 @@ class Serving:
         self.functions: dict[str, FunctionState] = {}
         self.zygotes: list[ZygoteClient] = []
         self.metrics = PlatformMetrics(self)
+        self.models = ModelPointers(settings)
         self._by_instance: dict[str, Instance] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._model_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     # --- start and stop -------------------------------------------------------------------
@@ -95,11 +107,12 @@ class Serving:
         self._loop_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
         if self.settings.platform_watch_seconds > 0:
             self._watch_task = asyncio.create_task(self._watch_loop(), name="source-watch")
+        self._model_task = asyncio.create_task(self._model_watch_loop(), name="model-watch")
 
     async def stop(self) -> None:
         """Stop the loops, then every instance (drained by SIGTERM) and every zygote."""
         self._stopping = True
-        for task in (self._loop_task, self._watch_task, *self._tasks):
+        for task in (self._loop_task, self._watch_task, self._model_task, *self._tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -135,20 +148,37 @@ class Serving:
                 zygote.generation,
                 now,
                 self.poke,
+                model=self._read_model(fn, spec),
             )
-            fn.revisions[rev.name] = rev
-            percent = (
-                100 if number == 1 or spec.rollout.strategy == "replace" else spec.rollout.percent
-            )
-            fn.traffic.add(rev.name, percent)
-            log.info(
-                "revision %s created (source %s, %d%% of traffic)",
-                rev.name,
-                rev.source_hash,
-                percent,
-            )
-            self._scale(rev, rev.autoscaler.initial(), now, "initial scale")
+            self._add_revision(fn, rev, now, first=number == 1)
         return zygote
+
+    def _read_model(self, fn: FunctionState, spec: FunctionSpec) -> int | None:
+        """The version a new revision of ``fn`` is pinned to: the one ``latest`` names now."""
+        if spec.model is None:
+            return None
+        fn.model_token = self.models.token(spec.model.name)
+        fn.model_seen = self.models.latest(spec.model.name)
+        if spec.rollout.strategy == "replace":
+            return None  # unpinned: its instances follow ``latest`` and hot-swap
+        return fn.model_seen
+
+    def _add_revision(
+        self, fn: FunctionState, rev: Revision, now: float, *, first: bool = False
+    ) -> None:
+        spec = rev.spec
+        fn.revisions[rev.name] = rev
+        percent = 100 if first or spec.rollout.strategy == "replace" else spec.rollout.percent
+        fn.traffic.add(rev.name, percent)
+        model = "" if rev.model is None else f"model v{rev.model}, "
+        log.info(
+            "revision %s created (%ssource %s, %d%% of traffic)",
+            rev.name,
+            model,
+            rev.source_hash,
+            percent,
+        )
+        self._scale(rev, rev.autoscaler.initial(), now, "initial scale")
 
     def zygote_of(self, rev: Revision) -> ZygoteClient:
         return self.zygotes[rev.generation - 1]
@@ -229,7 +259,8 @@ class Serving:
         needed = {
             fn.revisions[name].generation
             for fn in self.functions.values()
-            for name in fn.traffic.revisions[-2:]
+            for name in {*fn.traffic.revisions[-2:], *fn.traffic.percent, fn.traffic.previous}
+            if name is not None
         }
         for zygote in self.zygotes:
             if zygote.generation in needed or not zygote.alive:
@@ -265,7 +296,7 @@ class Serving:
         inst = Instance(rev.next_instance_id(), rev, _free_port(), now)
         rev.instances[inst.id] = inst
         self._by_instance[inst.id] = inst
-        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port)
+        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port, rev.model)
 
     def _terminate(self, inst: Instance) -> None:
         if inst.pid is not None:
@@ -430,6 +461,108 @@ class Serving:
         except asyncio.CancelledError:
             log.info("source watch stopped: the platform is shutting down")
             raise
+
+    # --- new revisions from new model versions --------------------------------------------
+    async def _model_watch_loop(self) -> None:
+        """Read each model's ``latest`` pointer (a few bytes) as often as its handle would."""
+        log.info("watching the model store's latest pointers")
+        failed: dict[str, str] = {}
+        try:
+            while True:
+                polls = [
+                    fn.latest.spec.model.poll_seconds
+                    for fn in self.functions.values()
+                    if fn.traffic.latest and fn.latest.spec.model is not None
+                ]
+                await asyncio.sleep(min([0.5, *polls]))
+                for fn in list(self.functions.values()):
+                    try:
+                        if fn.traffic.latest:
+                            self._check_model(fn)
+                    except Exception as err:  # a bad read must not end the watch of every model
+                        if failed.get(fn.name) != str(err):  # logged once per new error
+                            log.error("%s: model watch failed (%s); retrying", fn.name, err)
+                        failed[fn.name] = str(err)
+                    else:
+                        failed.pop(fn.name, None)
+        except asyncio.CancelledError:
+            log.info("model watch stopped: the platform is shutting down")
+            raise
+
+    def _check_model(self, fn: FunctionState) -> None:
+        ref = fn.latest.spec.model
+        if ref is None or self._stopping:
+            return
+        token = self.models.token(ref.name)
+        if token is None or token == fn.model_token:
+            return
+        fn.model_token = token
+        version = self.models.latest(ref.name)
+        if version is None or version == fn.model_seen:
+            return
+        fn.model_seen = version
+        if fn.latest.spec.rollout.strategy == "replace":
+            log.info("model %s v%d published: %s hot-swaps it in place", ref.name, version, fn.name)
+            return
+        unpinned = [rev for rev in fn.revisions.values() if rev.model is None]
+        if unpinned:  # the store was empty: the instances bootstrapped this first version
+            for rev in unpinned:
+                self._pin(rev, version)
+            return
+        base, now = fn.latest, self.clock()
+        rev = Revision(
+            f"{fn.name}-{len(fn.revisions) + 1:05d}",
+            base.spec,
+            base.source_hash,
+            Policy.from_scaling(base.spec.scaling, self.local),
+            base.generation,
+            now,
+            self.poke,
+            model=version,
+        )
+        log.info("model %s v%d published: new revision of %s", ref.name, version, fn.name)
+        self._add_revision(fn, rev, now)
+
+    def _pin(self, rev: Revision, version: int) -> None:
+        """Pin a revision created before its model had a version; re-fork its instances
+        (they follow ``latest`` and would otherwise swap when the next version lands)."""
+        rev.model, rev.model_version = version, str(version)
+        live = rev.live
+        for inst in live:
+            rev.stop_routing(inst)
+            if inst.in_flight == 0:
+                self._terminate(inst)
+        log.info("%s pinned to model v%d; %d instances re-forked", rev.name, version, len(live))
+        self._scale(rev, rev.desired, self.clock(), f"pinned to model v{version}")
+
+    def after_rollout(self, fn: FunctionState) -> None:
+        """Traffic of ``fn`` moved: ``latest`` must not name a version that serves nothing.
+
+        After a rollback (by the canary controller or ``mlfn rollout``), the store's pointer
+        is moved back to the version of the revision that now holds most of the traffic,
+        so that retraining compares with, and later revisions start from, what serves.
+        """
+        ref = fn.latest.spec.model
+        if ref is None or not fn.traffic.percent:
+            return
+        served = {fn.revisions[name].model for name in fn.traffic.percent}
+        pointer = self.models.latest(ref.name)
+        if pointer is None or None in served or pointer in served:
+            return
+        main = max(fn.traffic.percent, key=fn.traffic.percent.__getitem__)
+        back = fn.revisions[main].model
+        assert back is not None
+        log.warning(
+            "model %s: latest names v%d, which no revision of %s serves after this rollout; "
+            "pointing latest back at v%d (served by %s)",
+            ref.name,
+            pointer,
+            fn.name,
+            back,
+            main,
+        )
+        if self.models.set_latest(ref.name, back):
+            fn.model_seen, fn.model_token = back, self.models.token(ref.name)
 
     async def refresh_models(self) -> None:
         """Re-read the model version of every ready instance (for ``mlfn status``)."""

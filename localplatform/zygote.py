@@ -7,6 +7,7 @@ stays single-threaded (a selector loop) because only a single-threaded process f
 safely.
 
 Protocol, JSON lines: the platform writes commands on the zygote's stdin (``spawn``,
+with ``settings`` overrides for that instance such as its pinned ``model_version``;
 ``kill``, ``shutdown``); the zygote and its children write events on its stdout
 (``hello``, ``spawned``, ``phase``, ``exit``, ``error``). Children's stdout and stderr
 come back through a pipe each and go to the zygote's stderr, each line prefixed with the
@@ -112,16 +113,22 @@ class Zygote:
         sys.stdout.flush()
         sys.stderr.flush()
         t_request = float(cmd.get("t", time.monotonic()))
+        overrides: dict[str, Any] = dict(cmd.get("settings") or {})
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         pid = os.fork()
         if pid == 0:  # the instance
             try:
                 os.close(read)
                 self._become_child(write, name)
                 os.environ.update(fn.spec.env)
+                if overrides.get("model_version") is not None:  # seen by subprocesses too
+                    os.environ["MLFN_MODEL_VERSION"] = str(overrides["model_version"])
+                else:
+                    os.environ.pop("MLFN_MODEL_VERSION", None)
                 self.send({"ev": "phase", "id": name, "phase": "spawn", "t": time.monotonic()})
                 target = self.registry.get(function)
                 self.send({"ev": "phase", "id": name, "phase": "imports", "t": time.monotonic()})
-                self.entry(target, self.settings, port, self.host)
+                self.entry(target, settings, port, self.host)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)

@@ -35,7 +35,11 @@ class Settings(BaseSettings):
         default=256, ge=0, description="requests that may wait beyond containerConcurrency"
     )
     queue_timeout_seconds: float = Field(default=10.0, gt=0)
-    threads: int = Field(default=128, ge=1, description="server worker threads")
+    threads: int = Field(
+        default=128,
+        ge=1,
+        description="server threads of event and plain functions (inference ones run gevent)",
+    )
     batching: bool = Field(
         default=True, description="honour spec.batching; false: one call per request"
     )
@@ -49,6 +53,11 @@ class Settings(BaseSettings):
     model_bootstrap: bool = Field(
         default=True,
         description="train a model's bootstrap version when the store has none (off in production)",
+    )
+    model_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="serve exactly this version and do not follow `latest` (a pinned revision)",
     )
 
     # --- eventing ---------------------------------------------------------------

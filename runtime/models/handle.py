@@ -6,6 +6,11 @@ reads the ``latest`` pointer (a few bytes) every ``ref.poll_seconds``; ``refresh
 the same check at once (call it on a ``mlfn.model.published`` event). A swap replaces one reference:
 a request holds the :class:`LoadedModel` it took with ``current()`` until it finishes.
 The handle follows the pointer both ways, so a rollback (``set_latest``) reaches serving too.
+
+A *pinned* handle (``version=N``, from ``settings.model_version`` / ``MLFN_MODEL_VERSION``)
+loads exactly version N and never follows ``latest``: no poll thread, and ``refresh()``
+only logs why it does nothing. ``mlfn dev`` pins the instances of each revision to the
+version that revision was created for, so that a new version makes a new revision.
 """
 
 from __future__ import annotations
@@ -51,14 +56,21 @@ class ModelHandle:
         ref: the function's model reference (name, backend, poll interval).
         store: where versions live.
         bootstrap: publishes a first version when the store has none.
+        version: pin the handle to this version (None: follow ``latest``).
     """
 
     def __init__(
-        self, ref: ModelRef, store: ModelStore, *, bootstrap: BootstrapHook | None = None
+        self,
+        ref: ModelRef,
+        store: ModelStore,
+        *,
+        bootstrap: BootstrapHook | None = None,
+        version: int | None = None,
     ) -> None:
         self.ref = ref
         self.store = store
         self.bootstrap = bootstrap
+        self.pinned = version
         self._current: LoadedModel | None = None
         self._token: Hashable | None = None
         self._refresh_lock = threading.Lock()
@@ -87,11 +99,18 @@ class ModelHandle:
     def start(self) -> None:
         """Load the latest version (bootstrapping an empty store), then start polling.
 
+        A pinned handle loads its version and does not poll.
+
         Raises:
-            ModelNotFoundError: the store has no version and there is no bootstrap hook.
+            ModelNotFoundError: the store has no version and there is no bootstrap hook,
+                or the pinned version does not exist.
             ModelStoreError: the version cannot be read or its backend does not match.
         """
         name = self.ref.name
+        if self.pinned is not None:
+            if self._current is None:
+                self._load_pinned(self.pinned)
+            return
         if self.store.latest_token(name) is None:
             self._bootstrap()
         self.refresh()
@@ -119,13 +138,45 @@ class ModelHandle:
                 f"the bootstrap hook of model {name!r} returned without publishing a version"
             )
 
+    def _load_pinned(self, version: int) -> None:
+        name = self.ref.name
+        with self._refresh_lock:
+            try:
+                meta = self.store.info(name, version)
+            except ModelNotFoundError as err:
+                raise ModelNotFoundError(
+                    f"{err}; this handle is pinned to v{version} (MLFN_MODEL_VERSION): "
+                    "publish that version or unset the pin"
+                ) from err
+            self._check_backend(version, meta.backend)
+            loaded = self.store.load(name, version)
+            self._current = loaded
+        log.info("model loaded (pinned)", extra={"model": name, "version": version})
+        for listener in self._listeners:
+            listener(loaded)
+
+    def _check_backend(self, version: int, backend: str) -> None:
+        if backend != self.ref.backend:
+            raise ModelStoreError(
+                f"model {self.ref.name!r} v{version} was published with backend {backend!r} "
+                f"but the function declares {self.ref.backend!r}; fix model= in the spec"
+            )
+
     def refresh(self) -> bool:
         """Check the ``latest`` pointer now; load and swap if it names another version.
+
+        A pinned handle does nothing (it logs why): its version is fixed.
 
         Returns:
             True if a different version is now served.
         """
         name = self.ref.name
+        if self.pinned is not None:
+            log.info(
+                "model pinned: not following latest",
+                extra={"model": name, "version": self.pinned, "reason": "MLFN_MODEL_VERSION"},
+            )
+            return False
         with self._refresh_lock:
             token = self.store.latest_token(name)
             if token is None or token == self._token:
@@ -136,11 +187,7 @@ class ModelHandle:
                 self._token = token
                 return False
             meta = self.store.info(name, version)
-            if meta.backend != self.ref.backend:
-                raise ModelStoreError(
-                    f"model {name!r} v{version} was published with backend {meta.backend!r} "
-                    f"but the function declares {self.ref.backend!r}; fix model= in the spec"
-                )
+            self._check_backend(version, meta.backend)
             loaded = self.store.load(name, version)
             self._current, self._token = loaded, token
         log.info(
@@ -202,7 +249,8 @@ def open_model(
 
     Args:
         ref: the inference function's ``spec.model``.
-        settings: read for the store's location.
+        settings: read for the store's location and ``model_version`` (a pin: the handle
+            serves exactly that version and does not follow ``latest``).
         bootstrap: publishes a first version into an empty store; default: the hook
             registered for ``ref.name`` with ``@register_bootstrap``, unless
             ``settings.model_bootstrap`` is off (``MLFN_MODEL_BOOTSTRAP=false``).
@@ -212,4 +260,5 @@ def open_model(
         ref,
         store or model_store(settings),
         bootstrap=bootstrap or (bootstrap_for(ref.name) if settings.model_bootstrap else None),
+        version=settings.model_version,
     )
