@@ -207,7 +207,9 @@ def job(settings: Settings, function: str, event_path: str) -> None:
     configure(settings.log_level, settings.log_format, function=function)
     fn = _find(settings, function)
     if not fn.spec.is_event:
-        raise click.UsageError(f"{function} is an {fn.spec.kind} function; jobs run event functions")
+        raise click.UsageError(
+            f"{function} is an {fn.spec.kind} function; jobs run event functions"
+        )
     try:
         with open(event_path, encoding="utf-8") as f:
             ev = codec.event_from_dict(json.load(f))

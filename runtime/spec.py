@@ -224,7 +224,9 @@ class FunctionSpec(_Frozen):
         default="default", description="broker that reply events go to; None drops replies"
     )
     emits: tuple[str, ...] = Field(default=(), description="CloudEvent types it may reply with")
-    job: bool = Field(default=False, description="run as a JobSink job, outliving the request timeout")
+    job: bool = Field(
+        default=False, description="run as a JobSink job, outliving the request timeout"
+    )
     retrain: RetrainPolicy | None = None
     rollout: Rollout = Rollout()
     env: dict[str, str] = Field(default_factory=dict)

@@ -86,7 +86,9 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     assert r.exit_code == 0 and "Example:" in r.output and f"mlfn {command}" in r.output
 
 
-def test_job_runs_an_event_function_once_on_a_mounted_event(tmp_path: pytest.TempPathFactory) -> None:
+def test_job_runs_an_event_function_once_on_a_mounted_event(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     from eventing import codec
 
     path = tmp_path / "event"  # type: ignore[operator]
