@@ -18,7 +18,8 @@ import pytest
 
 from eventing.codec import event_data
 from runtime.datasets import DatasetStore
-from tests.e2e.harness import Pipeline, digits_rows, on_dev, wait_until
+from tests.e2e.harness import Pipeline, digits_rows, on_dev
+from tests.fixtures.platform import wait_for as wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
