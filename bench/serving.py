@@ -9,7 +9,9 @@ and 64-row requests, for
 * ``mlfn batching=on`` / ``off``: `mlfn serve predict`.
 
 Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) after a short warm-up; the load
-generator is :mod:`bench._load` (asyncio, keep-alive).
+generator is :mod:`bench._load` (asyncio, keep-alive). ``MLFN_BENCH_QUICK=1`` measures
+only the cells of the two targets (single rows at concurrency 1 and 64, the baseline
+and batching on), for iterating; the full table is the default.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from bench._load import LoadResult, build_request, percentile, run_load
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 64)
 ROWS = (1, 64)
+QUICK_CONCURRENCY = (1, 64)
+QUICK_ROWS = (1,)
 
 
 def _free_port() -> int:
@@ -120,17 +124,18 @@ def _in_process(rows: int, seconds: float) -> LoadResult:
     )
 
 
-def _measure(port: int, seconds: float) -> dict[tuple[int, int], LoadResult]:
+def _measure(port: int, seconds: float, quick: bool = False) -> dict[tuple[int, int], LoadResult]:
     out = {}
-    for rows in ROWS:
+    for rows in QUICK_ROWS if quick else ROWS:
         request = build_request("127.0.0.1", port, "POST", "/", _body(rows))
-        for c in CONCURRENCY:
+        for c in QUICK_CONCURRENCY if quick else CONCURRENCY:
             out[(c, rows)] = run_load("127.0.0.1", port, request, concurrency=c, duration=seconds)
     return out
 
 
 def main() -> None:
     seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "3"))
+    quick = os.environ.get("MLFN_BENCH_QUICK", "") not in ("", "0", "false")
     with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as home:
         env = {
             **os.environ,
@@ -140,7 +145,7 @@ def main() -> None:
         }
         os.environ["MLFN_HOME"] = home  # the in-process limit reads the same store
         results: list[tuple[str, int, int, LoadResult]] = []
-        for rows in ROWS:  # also bootstraps the model into the temporary store
+        for rows in QUICK_ROWS if quick else ROWS:  # also bootstraps the model into the store
             results.append(("in-process (limit)", 1, rows, _in_process(rows, seconds)))
         probe = ("POST", "/", _body(1))
         port = _free_port()
@@ -159,9 +164,10 @@ def main() -> None:
         ]
         with _server(ff, env, port, probe):
             results += [
-                ("functions-framework", c, r, v) for (c, r), v in _measure(port, seconds).items()
+                ("functions-framework", c, r, v)
+                for (c, r), v in _measure(port, seconds, quick).items()
             ]
-        for batching in ("true", "false"):
+        for batching in ("true",) if quick else ("true", "false"):
             port = _free_port()
             mlfn = [
                 sys.executable,
@@ -174,7 +180,7 @@ def main() -> None:
             ]
             with _server(mlfn, {**env, "MLFN_BATCHING": batching}, port, ("GET", "/readyz", b"")):
                 name = f"mlfn batching={'on' if batching == 'true' else 'off'}"
-                results += [(name, c, r, v) for (c, r), v in _measure(port, seconds).items()]
+                results += [(name, c, r, v) for (c, r), v in _measure(port, seconds, quick).items()]
     print(_table(results))
     print(_targets(results))
 

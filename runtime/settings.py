@@ -69,7 +69,10 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1, description="larger record values are dead-lettered"
     )
     max_in_flight: int = Field(
-        default=32, ge=1, le=1024, description="unordered delivery: requests in flight per partition"
+        default=32,
+        ge=1,
+        le=1024,
+        description="unordered delivery: requests in flight per partition",
     )
     dispatch_workers: int = Field(default=64, ge=1, description="delivery threads per dispatcher")
     session_timeout_ms: int = Field(
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
         description="module:callable(function, settings, port, host) each instance runs",
     )
     platform_preload: str = Field(
-        default="flask,numpy,sklearn,skops.io",
+        default="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         description="modules the zygote imports before forking instances (comma-separated)",
     )
     platform_eventing: bool = Field(default=True, description="start broker + eventing plane")

@@ -8,6 +8,7 @@ code comes from :mod:`runtime.server.errors`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -42,6 +43,28 @@ _STATUS = {
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
+
+
+def _off_the_event_loop(model: Any) -> None:
+    """Under gevent (inference servers), load the model in a native thread first.
+
+    Loading is CPU work that never yields: run on the event loop it would stall
+    ``/healthz`` and ``/readyz`` (and gunicorn's heartbeat) until done. gevent's thread pool
+    runs it beside the loop; ``model.start()`` then finds the version loaded and only starts
+    its poller on the loop. An empty store is left to ``start()``, which bootstraps it.
+    """
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    refresh = getattr(model, "refresh", None)
+    if monkey is None or not monkey.is_module_patched("threading") or not callable(refresh):
+        return
+    from gevent import get_hub
+
+    from runtime.errors import ModelNotFoundError
+
+    with contextlib.suppress(ModelNotFoundError):
+        get_hub().threadpool.apply(refresh)
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,7 @@ class App:
                 on_swap = getattr(model, "on_swap", None)
                 if callable(on_swap):
                     on_swap(self._show_version)
+                _off_the_event_loop(model)
                 model.start()
                 self._show_version(model.current())
                 self.dispatcher.model = model

@@ -70,6 +70,10 @@ class Batcher(Generic[T, R]):
         max_wait_s: longest a batch waits for announced items before it runs.
         clock: monotonic clock in seconds (injected by tests).
         on_batch: called with each batch's size (metrics).
+        pause: called by a leader before it closes each batch. Under cooperative
+            scheduling (gevent) nothing else runs while the model does, so the leader
+            must yield here (``gevent.sleep``) to let requests that are ready reach the
+            queue; with real threads leave it None (they reach it while the model runs).
 
     Example:
         >>> b = Batcher(lambda xs: ([x * 2 for x in xs], "v1"), max_batch_size=8, max_wait_s=0.005)
@@ -85,6 +89,7 @@ class Batcher(Generic[T, R]):
         *,
         clock: Callable[[], float] = time.monotonic,
         on_batch: Callable[[int], None] | None = None,
+        pause: Callable[[], object] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -93,6 +98,7 @@ class Batcher(Generic[T, R]):
         self.max_wait_s = max_wait_s
         self._clock = clock
         self._on_batch = on_batch
+        self._pause = pause
         self._lock = threading.Lock()
         self._arrival = threading.Condition(self._lock)
         self._queue: deque[tuple[T, _Ticket, int]] = deque()
@@ -155,6 +161,8 @@ class Batcher(Generic[T, R]):
 
     def _lead(self, ticket: _Ticket) -> None:
         while True:
+            if self._pause is not None:
+                self._pause()
             with self._lock:
                 batch = self._close_batch()
             self._execute(batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +52,15 @@ class EventReply:
     body: bytes
 
 
+def _cooperative_yield() -> Callable[[], object] | None:
+    """``gevent.sleep`` when gevent has patched threading (gunicorn's gevent worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return None
+    sleep: Callable[[], object] = sys.modules["gevent"].sleep
+    return sleep
+
+
 def _is_json(content_type: str) -> bool:
     ctype = content_type.split(";", 1)[0].strip().lower()
     return ctype in ("", "application/json") or ctype.endswith("+json")
@@ -86,6 +96,9 @@ class Dispatcher:
             function.spec, settings, logging.getLogger(f"mlfn.fn.{function.name}")
         )
         self.batcher: Batcher[BaseModel, BaseModel] | None = None
+        # under gevent a request never yields while it runs the model: without a pause a
+        # connection whose client answers fast is served again and again, others starve
+        self._pause = _cooperative_yield()
         if function.request_model is not None:
             self._one = function.request_model
             self._many: TypeAdapter[list[Any]] = TypeAdapter(list[function.request_model])  # type: ignore[name-defined]
@@ -96,6 +109,7 @@ class Dispatcher:
                 spec_batching.max_batch_size,
                 spec_batching.max_wait_ms / 1000.0,
                 on_batch=metrics.batch_size.observe,
+                pause=self._pause,
             )
 
     # --- inference: the core --------------------------------------------------------
@@ -117,6 +131,8 @@ class Dispatcher:
         """Validated rows in, one response per row and the model version out."""
         if self.batcher is not None:
             return self.batcher.run(rows, announced=announced)
+        if self._pause is not None:
+            self._pause()
         self.metrics.batch_size.observe(len(rows))
         out, version = self._call(rows)
         return list(check_results(out, len(rows))), version

@@ -112,7 +112,7 @@ def on_dev(tmp_path: Path, raw_topic: str) -> Iterator[Pipeline]:
     settings = {
         "MLFN_FUNCTIONS_PACKAGE": PACKAGE,
         "MLFN_PLATFORM_SERVER": "runtime.server:run",
-        "MLFN_PLATFORM_PRELOAD": "flask,numpy,sklearn,skops.io",
+        "MLFN_PLATFORM_PRELOAD": "flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         "MLFN_PLATFORM_EVENTING": "true",
         "MLFN_PLATFORM_WATCH_SECONDS": "0",
         "MLFN_PLATFORM_STABLE_WINDOW_SECONDS": "60",

@@ -28,7 +28,7 @@ def test_example_pipeline_http_and_events_wake_functions_from_zero(
         tmp_path,
         MLFN_FUNCTIONS_PACKAGE="functions",
         MLFN_PLATFORM_SERVER="runtime.server:run",
-        MLFN_PLATFORM_PRELOAD="flask,numpy,sklearn,skops.io",
+        MLFN_PLATFORM_PRELOAD="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         MLFN_PLATFORM_EVENTING="true",
         MLFN_BOOTSTRAP_SERVERS=broker,
         MLFN_NAMESPACE="lp-e2e",
