@@ -231,7 +231,7 @@ class Cluster:
                 "the cluster does not serve these kinds:\n  "
                 + "\n  ".join(missing)
                 + "\nInstall Knative Serving, Knative Eventing and eventing-kafka-broker "
-                "(see docs/knative.md), then run deploy again"
+                "(see the README, Running on Knative), then run deploy again"
             )
 
     def get(self, obj: Obj) -> Obj | None:

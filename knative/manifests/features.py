@@ -41,7 +41,9 @@ def required_flags(specs: Sequence[FunctionSpec]) -> dict[str, str]:
 
 def feature_patches(specs: Sequence[FunctionSpec]) -> list[Obj]:
     """The ``config-features`` (and, with GPU functions, ``config-autoscaler``) patches."""
-    note = {"mlfn.dev/why": "needed by mlfn functions; see docs/knative.md (GPU functions)"}
+    note = {
+        "mlfn.dev/why": "needed by mlfn functions; see the mlfn README (Running on Knative, GPU functions)"
+    }
     out: list[Obj] = [
         {
             "apiVersion": "v1",
