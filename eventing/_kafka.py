@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import NewTopic
-    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
     from kafka.errors import KafkaError, TopicAlreadyExistsError
     from kafka.structs import OffsetAndMetadata
 
@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 """A (topic, partition) pair."""
+
+OnAssign = Callable[[list[TP]], Mapping[TP, int]]
+"""Called with newly assigned partitions; returns offsets to read again from (kept partitions)."""
+
+OnRevoke = Callable[[list[TP]], Mapping[TP, int]]
+"""Called with partitions given up; returns the offsets to commit before they go."""
 
 BOOTSTRAP_TIMEOUT_MS = 5000
 """How long a client tries to reach the broker before failing (kafka-python's default is 30 s)."""
@@ -168,24 +174,55 @@ class Producer:
             self._p.close(timeout=timeout_s)
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(
-        self, on_assign: Callable[[list[TP]], None], on_revoke: Callable[[list[TP]], None]
-    ):
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread, inside a rebalance, while :meth:`Consumer.poll` waits.
+
+    Blocking consumer calls are refused there (they would wait on the loop they run on),
+    so the callbacks only do bookkeeping and return what to do; the Kafka side (commit
+    before giving partitions up, repositioning what is kept) is done here, awaited.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self._c = consumer
         self._on_assign = on_assign
         self._on_revoke = on_revoke
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self._on_assign([(tp.topic, tp.partition) for tp in assigned])
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+        if not offsets:
+            return
+        try:
+            await self._c.commit_async(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                }
+            )
+        except KafkaError as err:  # the next owner reads these again: duplicates, no loss
+            log.warning("commit before a rebalance failed: %s: %s", type(err).__name__, err)
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self._on_revoke([(tp.topic, tp.partition) for tp in lost])  # too late to commit
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        tps = [(tp.topic, tp.partition) for tp in assigned]
+        rewind = self._on_assign(tps)
+        # kafka-python keeps the position and the paused flag of a partition that stays
+        # with this member across a rebalance; the caller starts every assigned partition
+        # afresh, so resume it, and read again what it had taken and not finished.
+        self._c.resume(*[TopicPartition(t, p) for t, p in tps])
+        for (t, p), offset in rewind.items():
+            self._c.seek(TopicPartition(t, p), offset)
 
 
 class Consumer:
     """A consumer-group member with manual commits. Not thread-safe: one thread uses it.
 
-    Rebalance callbacks run inside :meth:`poll`, on the calling thread.
+    Rebalance callbacks run during :meth:`poll`, on kafka-python's IO thread while the
+    polling thread waits: they must not block and must not call this consumer.
+    ``on_revoke`` returns the offsets to commit before the partitions go; ``on_assign``
+    returns, per partition, the offset to read again from (a partition this member kept
+    but whose taken records the caller dropped), or nothing.
     """
 
     def __init__(
@@ -195,17 +232,18 @@ class Consumer:
         topics: Iterable[str],
         *,
         initial_offset: Literal["earliest", "latest"] = "earliest",
-        on_assign: Callable[[list[TP]], None] = lambda tps: None,
-        on_revoke: Callable[[list[TP]], None] = lambda tps: None,
+        on_assign: OnAssign = lambda tps: {},
+        on_revoke: OnRevoke = lambda tps: {},
         max_poll_records: int = 500,
         session_timeout_ms: int = 6000,
+        client_id: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         with _converted(f"join consumer group {group!r}", bootstrap):
             self._c = KafkaConsumer(
                 bootstrap_servers=bootstrap,
                 group_id=group,
-                client_id=f"mlfn-{group}",
+                client_id=client_id or f"mlfn-{group}",
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 enable_auto_commit=False,
                 auto_offset_reset=initial_offset,
@@ -214,7 +252,7 @@ class Consumer:
                 heartbeat_interval_ms=max(100, session_timeout_ms // 6),
                 max_poll_interval_ms=300_000,
             )
-            self._c.subscribe(list(topics), listener=_Listener(on_assign, on_revoke))
+            self._c.subscribe(list(topics), listener=_Listener(self._c, on_assign, on_revoke))
 
     def poll(self, timeout_s: float) -> list[Consumed]:
         with _converted("poll", self.bootstrap):

@@ -13,9 +13,12 @@ Semantics (Knative's, plus durable retry state and batching):
   ``application/cloudevents-batch+json`` request.
 - A CloudEvent in the response (a reply) is produced to ``reply_topic`` in binary mode.
 
-Threads: one consumer thread owns the Kafka consumer (poll, commit, pause, rebalance);
-a pool of delivery threads runs the HTTP requests. Lanes (one per partition) hold the
-records between the two, under one lock.
+Threads: one consumer thread owns the Kafka consumer (poll, commit, pause); rebalance
+callbacks run on kafka-python's IO thread during a poll and only swap lanes; a pool of
+delivery threads runs the HTTP requests. Lanes (one per partition) hold the records
+between them, under one lock. A rebalance drops every lane: a partition that moves is
+read by its new owner from the committed offset, one that stays is read again from its
+first unfinished offset, and retry counts are loaded before either delivers.
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ class Dispatcher:
         self._assigned = threading.Event()
         self._lock = threading.Lock()
         self._lanes: dict[TP, Lane] = {}
+        # revoked partitions with records taken and not finished: where to read again if
+        # this member gets them back (kafka-python keeps a kept partition's position)
+        self._rewind: dict[TP, int] = {}
+        # assigned partitions whose retry counts are loaded before any of their records
+        # is queued: the previous owner may have counted failures
+        self._unloaded: list[TP] = []
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -171,6 +180,7 @@ class Dispatcher:
                 else:
                     records = consumer.poll(poll_s)
                     last_poll = time.monotonic()
+                    self._load_retry_counts()
                 now = time.monotonic()
                 with self._lock:
                     for c in records:
@@ -232,29 +242,40 @@ class Dispatcher:
             self._sender.close()
             log.info("dispatcher stopped: %s", reason, extra={"dispatcher": self.config.name})
 
-    def _on_assign(self, tps: list[TP]) -> None:
+    def _on_assign(self, tps: list[TP]) -> dict[TP, int]:
+        # kafka-python's IO thread, inside a rebalance: bookkeeping only (see Consumer)
         cap = 1 if self.config.ordering == "ordered" else self.config.max_in_flight
-        if isinstance(self._state, KafkaRetryState) and self._assigned.is_set():
-            self._state.reload(tps)  # a rebalance: the previous owner may have counted failures
         with self._lock:
             for tp in tps:
                 self._lanes[tp] = Lane(tp, cap)
+            rewind = {tp: self._rewind[tp] for tp in tps if tp in self._rewind}
+            self._rewind.clear()
+            self._unloaded.extend(tps)
         self._assigned.set()
         log.info("partitions assigned", extra={"dispatcher": self.config.name, "partitions": tps})
+        return rewind
 
-    def _on_revoke(self, tps: list[TP]) -> None:
+    def _on_revoke(self, tps: list[TP]) -> dict[TP, int]:
+        # kafka-python's IO thread, inside a rebalance: bookkeeping only (see Consumer).
+        # In-flight deliveries of these lanes are abandoned (their waiters see the lane go).
+        offsets = {}
         with self._lock:
-            offsets = {}
             for tp in tps:
                 lane = self._lanes.pop(tp, None)
-                if (
-                    lane is not None
-                    and lane.next_commit is not None
-                    and lane.next_commit != lane.committed
-                ):
+                if lane is None:
+                    continue
+                if lane.order:
+                    self._rewind[tp] = lane.order[0]
+                if lane.next_commit is not None and lane.next_commit != lane.committed:
                     offsets[tp] = lane.next_commit
-        assert self._consumer is not None
-        self._consumer.commit(offsets)
+        return offsets
+
+    def _load_retry_counts(self) -> None:
+        """Load the persisted counts of newly assigned partitions, before their records queue."""
+        with self._lock:
+            tps, self._unloaded = self._unloaded, []
+        if tps and isinstance(self._state, KafkaRetryState):
+            self._state.reload(tps)
 
     def _commit(self) -> None:
         with self._lock:
@@ -398,6 +419,8 @@ class Dispatcher:
             self.stats.add("delivered", len(ready))
             self.stats.observe_latency(max(0.0, now_ms - first.timestamp_ms) / 1000, len(ready))
             self._reply(outcome.response)
+        elif self._lanes.get(lane.tp) is not lane:
+            return False  # revoked: the new owner makes the last attempt and dead-letters
         else:
             r = outcome.response
             log.warning(

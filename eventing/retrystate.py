@@ -4,7 +4,8 @@ Knative keeps the attempt count in memory, so a restart starts the count again (
 event was retried 184 times and never dead-lettered: eventing-kafka-broker#3746). Here
 each failure is written, before its backoff, to a one-partition state topic
 ``mlfn-retries.<group>`` keyed ``<topic>/<partition>/<offset>``; a success or a dead
-letter writes a tombstone. A dispatcher loads the topic when it starts. (Commit
+letter writes a tombstone. A dispatcher loads the counts of each partition it is
+assigned, on start and on every rebalance, before it delivers any record of it. (Commit
 metadata would be the natural place, but Tansu does not keep it.)
 """
 
@@ -53,7 +54,7 @@ class MemoryRetryState:
 
 
 class KafkaRetryState(MemoryRetryState):
-    """Retry state in a compact-style Kafka topic, loaded on start, written synchronously."""
+    """Retry state in a compact-style Kafka topic, loaded per assigned partition, written synchronously."""
 
     def __init__(self, bootstrap: str, group: str, producer: Producer) -> None:
         super().__init__()
@@ -61,7 +62,6 @@ class KafkaRetryState(MemoryRetryState):
         self._producer = producer
         self.bootstrap = bootstrap
         ensure_topics(bootstrap, [self.topic], partitions=1)
-        self._counts.update(self._load())
 
     def _load(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -74,7 +74,7 @@ class KafkaRetryState(MemoryRetryState):
         return counts
 
     def reload(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Re-read the counts of newly assigned partitions (written by their previous owner)."""
+        """Read the counts of newly assigned partitions (their previous owner may have written them)."""
         wanted = {f"{t}/{p}" for t, p in partitions}
         loaded = self._load()
         with self._lock:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventing import codec
-from eventing._kafka import Producer
+from eventing._kafka import Consumer, Producer, ensure_topics
 from eventing.codec import KafkaRecord
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.producer import EventProducer
@@ -278,4 +278,44 @@ def test_retry_count_survives_a_rebalance(
     assert len(dead) == 1
     # 1 attempt + 6 retries across owners; an attempt in flight at the very moment of a
     # rebalance may be repeated once. Without carried state it would start again at 0.
+    assert 7 <= len(sink.events) <= 8, len(sink.events)
+
+
+def test_a_partition_kept_through_a_rebalance_is_not_skipped(
+    bootstrap: str,
+    unique_topic: Callable[[str], str],
+    make_sink: Callable[..., Sink],
+    run_dispatcher: Callable[[DispatcherConfig], Dispatcher],
+) -> None:
+    # A second member joins; range assignment orders members by id (client id first), so
+    # the dispatcher ("mlfn-...") keeps partitions 0 and 1 and "zz-..." gets 2 and 3.
+    # kafka-python keeps a kept partition's position: the event in retry must be read again.
+    topic, dlq, group = unique_topic("kept"), unique_topic("dlq"), unique_topic("g")
+    ensure_topics(bootstrap, [topic], 4)
+    sink = make_sink(lambda ev: (500, {}, b"down"))
+    p = Producer(bootstrap)
+    p.send(topic, KafkaRecord(b'{"n": 1}', headers=list(JSON)), partition=0)(10.0)
+    p.close()
+    delivery = Delivery(
+        retry=6,
+        backoff_delay=timedelta(milliseconds=300),
+        backoff_policy="linear",
+        dead_letter_sink=dlq,
+    )
+    run_dispatcher(DispatcherConfig("kept", (topic,), group, sink.url, delivery=delivery))
+    assert sink.wait_for(lambda evs: len(evs) >= 2, 20)
+    joined: list[list[tuple[str, int]]] = []
+
+    def on_assign(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        joined.append(tps)
+        return {}
+
+    member = Consumer(bootstrap, group, [topic], on_assign=on_assign, client_id=f"zz-{group}")
+    try:
+        wait_until(lambda: member.poll(0.1) or joined, 30, "the second member to join")
+        assert sorted(joined[0]) == [(topic, 2), (topic, 3)]  # partition 0 stayed
+        dead = read_until(bootstrap, dlq, 1, timeout_s=40)
+    finally:
+        member.close()
+    assert len(dead) == 1
     assert 7 <= len(sink.events) <= 8, len(sink.events)
