@@ -26,12 +26,24 @@ __all__ = ["COMMANDS"]
     help="Port of the embedded Kafka broker (0: a free one).",
 )
 @click.option(
+    "--bootstrap",
+    default=None,
+    metavar="HOST:PORT",
+    help="Use this Kafka instead of the embedded broker (default MLFN_BOOTSTRAP_SERVERS).",
+)
+@click.option(
     "--eventing/--no-eventing",
     default=None,
     help="Start the broker and the sources/triggers (default MLFN_PLATFORM_EVENTING, on).",
 )
 @click.pass_obj
-def dev(settings: Settings, port: int | None, broker_port: int, eventing: bool | None) -> None:
+def dev(
+    settings: Settings,
+    port: int | None,
+    broker_port: int,
+    bootstrap: str | None,
+    eventing: bool | None,
+) -> None:
     """Run every function locally with Knative's behaviour, until Ctrl-C.
 
     Starts the embedded broker, the sources and triggers, and a gateway that routes by
@@ -44,8 +56,15 @@ def dev(settings: Settings, port: int | None, broker_port: int, eventing: bool |
       mlfn dev --port 8080
       curl -s localhost:8080/predict/ -d '{"instances": [[0.0, 0.1, ...64 values]]}'
       mlfn status
+      mlfn dev --bootstrap kafka.local:9092     # an external Kafka instead
     """
     from localplatform.dev import DevOptions, run
+
+    if bootstrap is not None:
+        host, _, port_text = bootstrap.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise click.BadParameter(f"{bootstrap!r} is not HOST:PORT", param_hint="--bootstrap")
+        settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
     from runtime.logs import configure
 
     configure(settings.log_level, settings.log_format)
