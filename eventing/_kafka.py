@@ -289,6 +289,16 @@ class Consumer:
     def resume(self, tps: Iterable[TP]) -> None:
         self._c.resume(*[TopicPartition(t, p) for t, p in tps])
 
+    def resolve_positions(self, tps: Iterable[TP]) -> None:
+        """Fix the read position of ``tps`` now (committed offset, else ``initial_offset``).
+
+        kafka-python resolves it lazily at the first fetch; until then a ``latest`` member
+        would skip records produced after it was assigned.
+        """
+        with _converted("read positions", self.bootstrap):
+            for t, p in tps:
+                self._c.position(TopicPartition(t, p))
+
     def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
         """End offsets as the broker reports them (approximate on Tansu, see docs)."""
         with _converted("read end offsets", self.bootstrap):

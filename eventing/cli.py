@@ -29,6 +29,11 @@ def _bootstrap(settings: Settings, given: str | None) -> str:
             "automatically), or run `mlfn broker` and pass its address with "
             "--bootstrap 127.0.0.1:PORT (or set MLFN_BOOTSTRAP_SERVERS)"
         )
+    return check_bootstrap(server)
+
+
+def check_bootstrap(server: str) -> str:
+    """``server`` if it is ``HOST:PORT``; a usage error naming --bootstrap otherwise."""
     host, _, port = server.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"{server!r} is not HOST:PORT", param_hint="--bootstrap")

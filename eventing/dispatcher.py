@@ -180,7 +180,7 @@ class Dispatcher:
                 else:
                     records = consumer.poll(poll_s)
                     last_poll = time.monotonic()
-                    self._load_retry_counts()
+                    self._settle_assignment()
                 now = time.monotonic()
                 with self._lock:
                     for c in records:
@@ -251,8 +251,6 @@ class Dispatcher:
             rewind = {tp: self._rewind[tp] for tp in tps if tp in self._rewind}
             self._rewind.clear()
             self._unloaded.extend(tps)
-        self._assigned.set()
-        log.info("partitions assigned", extra={"dispatcher": self.config.name, "partitions": tps})
         return rewind
 
     def _on_revoke(self, tps: list[TP]) -> dict[TP, int]:
@@ -270,12 +268,20 @@ class Dispatcher:
                     offsets[tp] = lane.next_commit
         return offsets
 
-    def _load_retry_counts(self) -> None:
-        """Load the persisted counts of newly assigned partitions, before their records queue."""
+    def _settle_assignment(self) -> None:
+        """On the dispatcher's thread, after a poll that assigned partitions: fix their read
+        positions and load their retry counts before any of their records queue; only then
+        is the dispatcher "assigned" (so a ``latest`` start skips nothing produced after)."""
         with self._lock:
             tps, self._unloaded = self._unloaded, []
-        if tps and isinstance(self._state, KafkaRetryState):
+        if not tps:
+            return
+        assert self._consumer is not None
+        self._consumer.resolve_positions(tps)
+        if isinstance(self._state, KafkaRetryState):
             self._state.reload(tps)
+        self._assigned.set()
+        log.info("partitions assigned", extra={"dispatcher": self.config.name, "partitions": tps})
 
     def _commit(self) -> None:
         with self._lock:

@@ -61,9 +61,9 @@ def dev(
     from localplatform.dev import DevOptions, run
 
     if bootstrap is not None:
-        host, _, port_text = bootstrap.rpartition(":")
-        if not host or not port_text.isdigit():
-            raise click.BadParameter(f"{bootstrap!r} is not HOST:PORT", param_hint="--bootstrap")
+        from eventing.cli import check_bootstrap
+
+        check_bootstrap(bootstrap)
         settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
     from runtime.logs import configure
 

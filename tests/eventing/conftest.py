@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from eventing._kafka import Consumed, ensure_topics, read_topic
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from tests.eventing.sink import Respond, Sink, ok
+from tests.fixtures.waiting import wait_for as wait_until
 
 
 @pytest.fixture
@@ -41,17 +40,6 @@ def run_dispatcher(bootstrap: str) -> Iterator[Callable[[DispatcherConfig], Disp
     yield run
     for d in started:
         d.stop()
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def read_until(bootstrap: str, topic: str, n: int, timeout_s: float = 20) -> list[Consumed]:

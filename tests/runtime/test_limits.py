@@ -14,7 +14,8 @@ from runtime.server import create_app
 from runtime.server.errors import Overloaded
 from runtime.server.limits import ConcurrencyLimiter
 from runtime.settings import Settings
-from tests.fixtures.servers import InProcessServer, wait_for
+from tests.fixtures.servers import InProcessServer
+from tests.fixtures.servers import wait_for_server as wait_for
 from tests.runtime.userfns import gated
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from eventing import codec
-from tests.fixtures.servers import ServerProcess, wait_for
+from tests.fixtures.servers import ServerProcess
+from tests.fixtures.servers import wait_for_server as wait_for
 
 pytestmark = pytest.mark.integration
 

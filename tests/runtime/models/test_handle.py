@@ -12,7 +12,7 @@ from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models import LocalModelStore, ModelHandle, ModelStore, open_model, register_bootstrap
 from runtime.settings import Settings
 from runtime.spec import ModelRef
-from tests.fixtures.models import wait_for
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 X = np.zeros((2, 3))
