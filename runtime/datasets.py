@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,7 +30,17 @@ from pydantic import BaseModel, ConfigDict
 
 from runtime.errors import MlfnError
 
-__all__ = ["DataRange", "Dataset", "DatasetError", "DatasetStore", "Row", "TrainingData"]
+__all__ = [
+    "DataRange",
+    "Dataset",
+    "DatasetError",
+    "DatasetLike",
+    "DatasetStore",
+    "DatasetsLike",
+    "Row",
+    "TrainingData",
+    "check_dataset_name",
+]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SCHEMA = """
@@ -84,6 +94,36 @@ class TrainingData:
     y: NDArray[Any]
     ids: list[str]
     range: DataRange | None
+
+
+def check_dataset_name(name: str) -> str:
+    """Return ``name`` if it is a valid dataset name; raise :class:`DatasetError` otherwise."""
+    if not _NAME.match(name):
+        raise DatasetError(
+            f"invalid dataset name {name!r}: use lowercase letters, digits, '.', '_', '-'"
+        )
+    return name
+
+
+class DatasetLike(Protocol):
+    """What the retrain loop needs of a dataset (SQLite :class:`Dataset` or PostgreSQL)."""
+
+    name: str
+
+    def append(self, rows: Iterable[Row]) -> int: ...
+    def count(self) -> int: ...
+    def count_since(self, watermark: int) -> int: ...
+    def watermark(self) -> int: ...
+    def read(
+        self, after: int = 0, upto: int | None = None, *, labelled_only: bool = True
+    ) -> TrainingData: ...
+
+
+class DatasetsLike(Protocol):
+    """A dataset store: :class:`DatasetStore` or ``runtime.stores.PgDatasetStore``."""
+
+    def open(self, name: str) -> DatasetLike: ...
+    def close(self) -> None: ...
 
 
 class Dataset:
@@ -200,12 +240,12 @@ class DatasetStore:
         self._open: dict[str, Dataset] = {}
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"DatasetStore({str(self.root)!r})"
+
     def open(self, name: str) -> Dataset:
         """The dataset called ``name``, created if missing; one shared object per name."""
-        if not _NAME.match(name):
-            raise DatasetError(
-                f"invalid dataset name {name!r}: use lowercase letters, digits, '.', '_', '-'"
-            )
+        check_dataset_name(name)
         with self._lock:
             ds = self._open.get(name)
             if ds is None:

@@ -5,7 +5,8 @@ MlfnError
 ├── DiscoveryError (LookupError)   a function or module cannot be found or imported
 ├── InvalidEvent (ValueError)      an event's data is invalid: HTTP 400, dead-lettered, no retry
 ├── ModelStoreError                the model store cannot serve a request
-│   └── ModelNotFoundError (LookupError)
+│   ├── ModelNotFoundError (LookupError)
+│   └── StoreUnavailableError      the database behind a store is down or unreachable (retry)
 └── BatchError                     a batch call failed or returned the wrong number of results
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelStoreError",
     "SpecError",
+    "StoreUnavailableError",
 ]
 
 
@@ -44,6 +46,13 @@ class ModelStoreError(MlfnError):
 
 class ModelNotFoundError(ModelStoreError, LookupError):
     """No such model, or no such version of it."""
+
+
+class StoreUnavailableError(ModelStoreError):
+    """The database behind the model, dataset or retraining store cannot be reached.
+
+    Transient: the server answers 503 (readiness and requests) and retries until it returns.
+    """
 
 
 class BatchError(MlfnError):

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
         default=True,
         description="train a model's bootstrap version when the store has none (off in production)",
     )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "postgresql://USER:PASSWORD@HOST:PORT/DB: models, datasets and retraining state "
+            "in PostgreSQL, shared by every replica; unset: the local directories under HOME"
+        ),
+    )
+    database_pool_size: int = Field(
+        default=8, ge=1, description="connections per process to MLFN_DATABASE_URL"
+    )
     model_version: int | None = Field(
         default=None,
         ge=1,
@@ -92,6 +102,17 @@ class Settings(BaseSettings):
         default="kourier-system", description="namespace of the Knative ingress gateway"
     )
     deploy_timeout_seconds: float = Field(default=300.0, gt=0, description="wait for Ready")
+    database_secret: str = Field(
+        default="mlfn-database",
+        description=(
+            "Secret whose key `url` holds MLFN_DATABASE_URL for functions with a model or a "
+            "retrain policy; empty: no shared store (each pod keeps its own, under /tmp)"
+        ),
+    )
+    database_namespace: str = Field(
+        default="database", description="namespace of the PostgreSQL pods (egress policy)"
+    )
+    database_port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port")
 
     # --- local platform ---------------------------------------------------------
     domain: str = Field(default="example.com", description="host suffix <fn>.<ns>.<domain>")

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.broker",  # embedded Kafka broker (eventing)
     "tests.fixtures.servers",  # runtime servers on loopback ports
     "tests.fixtures.platform",  # the local platform
+    "tests.fixtures.postgres",  # a real PostgreSQL server (shared stores)
 ]
 
 REPO = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from typing import Any
 
 from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models.bootstrap import BootstrapHook, bootstrap_for
-from runtime.models.store import LocalModelStore, ModelStore
+from runtime.models.store import ModelStore
 from runtime.settings import Settings
 from runtime.spec import ModelRef
 
@@ -233,9 +233,12 @@ class ModelHandle:
                 )
 
 
-def model_store(settings: Settings) -> LocalModelStore:
-    """The model store the settings name (``MLFN_MODEL_STORE``, default ``HOME/models``)."""
-    return LocalModelStore(settings.model_store_path)
+def model_store(settings: Settings) -> ModelStore:
+    """The model store the settings name: PostgreSQL with ``MLFN_DATABASE_URL``, else the
+    local directory (``MLFN_MODEL_STORE``, default ``HOME/models``)."""
+    from runtime.stores import open_stores
+
+    return open_stores(settings).models
 
 
 def open_model(
@@ -254,7 +257,7 @@ def open_model(
         bootstrap: publishes a first version into an empty store; default: the hook
             registered for ``ref.name`` with ``@register_bootstrap``, unless
             ``settings.model_bootstrap`` is off (``MLFN_MODEL_BOOTSTRAP=false``).
-        store: default: the local store at ``settings.model_store_path``.
+        store: default: :func:`model_store` of the settings.
     """
     return ModelHandle(
         ref,

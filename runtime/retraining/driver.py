@@ -38,6 +38,8 @@ class RetrainDriver:
         pending_rows: rows already waiting when the driver starts.
         failure_backoff: first delay after a failed training (doubles per failure, <= 60 s).
         name: used in the thread name and logs (default: the model name).
+        epoch, failures, retry_at: restored state (see
+            :class:`~runtime.retraining.policy.RetrainScheduler`).
     """
 
     def __init__(
@@ -49,13 +51,22 @@ class RetrainDriver:
         pending_rows: int = 0,
         failure_backoff: float = 1.0,
         name: str | None = None,
+        epoch: float | None = None,
+        failures: int = 0,
+        retry_at: float | None = None,
     ) -> None:
         self.name = name or policy.model
         self._train = train
         self._clock = clock
         self._cond = threading.Condition()
         self._scheduler = RetrainScheduler(
-            policy, now=clock(), pending_rows=pending_rows, failure_backoff=failure_backoff
+            policy,
+            now=clock(),
+            pending_rows=pending_rows,
+            failure_backoff=failure_backoff,
+            epoch=epoch,
+            failures=failures,
+            retry_at=retry_at,
         )
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -104,6 +115,12 @@ class RetrainDriver:
             return
         with self._cond:
             self._scheduler.add_rows(n, now=self._clock())
+            self._cond.notify_all()
+
+    def sync(self, *, pending_rows: int, epoch: float) -> None:
+        """Adopt stored state (see ``RetrainScheduler.sync``) and wake the worker."""
+        with self._cond:
+            self._scheduler.sync(pending_rows=pending_rows, epoch=epoch, now=self._clock())
             self._cond.notify_all()
 
     def request(self, reason: str = "requested") -> None:

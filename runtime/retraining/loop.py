@@ -17,19 +17,21 @@ A retrain function keeps one loop per process with :func:`loop_for`::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from runtime.context import Context
-from runtime.datasets import Dataset, DatasetStore, Row
+from runtime.datasets import DatasetLike, DatasetsLike, Row
 from runtime.errors import ModelNotFoundError, SpecError
 from runtime.models.store import ModelStore
 from runtime.retraining.driver import RetrainDriver
@@ -47,11 +49,24 @@ from runtime.retraining.gate import (
 from runtime.retraining.policy import Ticket
 from runtime.retraining.progress import METRICS, Progress, TrainingMetrics
 from runtime.spec import RetrainPolicy
+from runtime.stores.retrain_state import RetrainState
 
-__all__ = ["RETRAIN_REQUESTED", "FitFn", "Outcome", "RetrainLoop", "close_loops", "loop_for"]
+__all__ = [
+    "PING",
+    "RETRAIN_REQUESTED",
+    "FitFn",
+    "Outcome",
+    "RetrainLoop",
+    "close_loops",
+    "loop_for",
+]
 
 RETRAIN_REQUESTED = "mlfn.retrain.requested"
 """CloudEvent type asking for a training now (``subject``: the model; data may say why)."""
+
+PING = "dev.knative.sources.ping"
+"""CloudEvent type of Knative's PingSource (and of ``mlfn dev``'s ping source): the time
+trigger waking a retrain function that scaled to zero; see :meth:`RetrainLoop.tick`."""
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +108,8 @@ class RetrainLoop:
         min_train_rows: a training with fewer training rows (or one class) is skipped.
         metrics: Prometheus metrics (default: the loop's registry).
         clock: monotonic clock for the scheduler.
+        state: where the retraining state outlives the process (last training, failures)
+            and the single-flight lock across replicas; None: in this process only.
     """
 
     def __init__(
@@ -100,7 +117,7 @@ class RetrainLoop:
         policy: RetrainPolicy,
         *,
         models: ModelStore,
-        dataset: Dataset,
+        dataset: DatasetLike,
         fit: FitFn,
         emit: Emitter,
         backend: str = "sklearn",
@@ -109,6 +126,7 @@ class RetrainLoop:
         min_train_rows: int = 20,
         metrics: TrainingMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        state: RetrainState | None = None,
     ) -> None:
         self.policy = policy
         self.models = models
@@ -123,8 +141,11 @@ class RetrainLoop:
         self._outcomes: deque[Outcome] = deque(maxlen=100)
         self._last_row_at: float | None = None
         self._cond = threading.Condition()
+        self.state = state
+        self._clock = clock
+        restored = self._restored()
         self.driver = RetrainDriver(
-            policy, self._train, clock=clock, pending_rows=self._untrained_rows()
+            policy, self._train, clock=clock, pending_rows=self._untrained_rows(), **restored
         )
 
     @property
@@ -137,6 +158,49 @@ class RetrainLoop:
 
     def stop(self, timeout: float = 10.0) -> bool:
         return self.driver.stop(timeout)
+
+    def _monotonic(self, when: datetime) -> float:
+        """A stored wall-clock time on the scheduler's monotonic clock."""
+        return self._clock() - max(0.0, time.time() - when.timestamp())
+
+    def _restored(self) -> dict[str, Any]:
+        """Scheduler state from the stored record: time-trigger epoch, failures, retry time."""
+        if self.state is None:
+            return {}
+        record = self.state.get(self.model)
+        out: dict[str, Any] = {"epoch": self._monotonic(record.epoch)}
+        if record.failures and record.last_finished is not None:
+            delay = min(60.0, 2.0 ** (record.failures - 1))
+            out["failures"] = record.failures
+            out["retry_at"] = self._monotonic(record.last_finished) + delay
+        return out
+
+    def tick(self, reason: str = "ping", timeout: float = 300.0) -> bool:
+        """The time trigger's wake-up call (a PingSource event): adopt the stored state,
+        let the scheduler decide, and wait until no training runs or is due.
+
+        Waiting keeps the request (so the pod) alive while a training runs: Knative does
+        not scale a pod with a request in flight to zero.
+
+        Returns:
+            True when the loop is idle again within ``timeout``.
+        """
+        pending = self._untrained_rows()
+        epoch = self._restored().get("epoch", 0.0) if self.state is not None else 0.0
+        log.info("ping (%s): %d untrained rows", reason, pending, extra={"model": self.model})
+        self.driver.sync(pending_rows=pending, epoch=epoch)
+        return self.driver.wait_idle(timeout)
+
+    def _covered_rows(self) -> int:
+        """The last row any stored version (published or rejected) was trained on."""
+        try:
+            versions = self.models.versions(self.model)
+        except ModelNotFoundError:
+            return 0
+        for meta in reversed(versions):
+            if meta.data is not None and meta.data.dataset == self.dataset.name:
+                return meta.data.last_seq
+        return 0
 
     def _untrained_rows(self) -> int:
         """Rows stored after the data range of the served version (all, if unknown)."""
@@ -179,10 +243,31 @@ class RetrainLoop:
 
     # --- one training -----------------------------------------------------------
 
+    def _flight(self) -> contextlib.AbstractContextManager[bool]:
+        if self.state is None:
+            return contextlib.nullcontext(True)
+        return self.state.single_flight(self.model, wait=True)
+
     def _train(self, ticket: Ticket) -> Outcome:
         started = time.time()
         try:
-            outcome = self._train_gated(ticket, started)
+            with self._flight():  # no other replica trains this model meanwhile
+                forced = ticket.reason.startswith("requested")
+                if not forced and self.dataset.watermark() <= self._covered_rows():
+                    outcome = Outcome(
+                        ticket,
+                        "skipped",
+                        "another replica already trained on every stored row",
+                        started=started,
+                        finished=time.time(),
+                    )
+                    log.info("training skipped: %s", outcome.reason, extra={"model": self.model})
+                else:
+                    if self.state is not None:
+                        self.state.started(self.model)
+                    outcome = self._train_gated(ticket, started)
+                    if self.state is not None:
+                        self.state.finished(self.model, outcome.decision, ok=True)
         except Exception as err:
             outcome = Outcome(
                 ticket,
@@ -192,6 +277,9 @@ class RetrainLoop:
                 finished=time.time(),
             )
             self._record(outcome)
+            if self.state is not None:
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    self.state.finished(self.model, "failed", ok=False, error=outcome.reason)
             raise
         self._record(outcome)
         return outcome
@@ -331,15 +419,12 @@ def loop_for(
             f"function {spec.name!r} calls loop_for() but declares no retrain policy; "
             'add retrain={"model": ..., "every_rows": N} to its @event decorator'
         )
-    from runtime.models.handle import model_store
+    from runtime.stores import open_stores
 
-    models = ctx.models if isinstance(ctx.models, ModelStore) else model_store(ctx.settings)
-    datasets = (
-        ctx.datasets
-        if isinstance(ctx.datasets, DatasetStore)
-        else DatasetStore(ctx.settings.dataset_store_path)
-    )
-    key = (spec.name, dataset, repr(models), str(datasets.root))
+    stores = open_stores(ctx.settings)
+    models = ctx.models if isinstance(ctx.models, ModelStore) else stores.models
+    datasets: DatasetsLike = ctx.datasets if ctx.datasets is not None else stores.datasets
+    key = (spec.name, dataset, repr(models), repr(datasets))
     with _LOOPS_LOCK:
         loop = _LOOPS.get(key)
         if loop is None:
@@ -355,6 +440,7 @@ def loop_for(
                 backend=backend,
                 source=f"/mlfn/functions/{spec.name}",
                 keep_rejected=ctx.settings.loop_keep_rejected,
+                state=stores.retrain,
             ).start()
             _LOOPS[key] = loop
         return loop

@@ -81,6 +81,10 @@ class RetrainScheduler:
             the served model was not trained on, found at start-up).
         failure_backoff: first delay after a failed training, in seconds.
         max_failure_backoff: upper bound of that delay.
+        epoch: when the time trigger started counting (default ``now``), e.g. the last
+            training start restored from the retraining state of a previous process.
+        failures: consecutive failed trainings restored from that state.
+        retry_at: when the next attempt after those failures may start.
     """
 
     def __init__(
@@ -91,6 +95,9 @@ class RetrainScheduler:
         pending_rows: int = 0,
         failure_backoff: float = 1.0,
         max_failure_backoff: float = 60.0,
+        epoch: float | None = None,
+        failures: int = 0,
+        retry_at: float | None = None,
     ) -> None:
         if pending_rows < 0:
             raise ValueError(f"pending_rows must be >= 0, got {pending_rows}")
@@ -99,13 +106,13 @@ class RetrainScheduler:
         self.max_failure_backoff = max_failure_backoff
         self._pending = pending_rows
         self._last_row_at: float | None = now if pending_rows else None
-        self._epoch = now  # the time trigger counts from the last training start
+        self._epoch = now if epoch is None else epoch  # counts from the last training start
         self._due_since: float | None = None
         self._forced: str | None = None
         self._running: Ticket | None = None
         self._coalesced = 0
-        self._failures = 0
-        self._retry_at: float | None = None
+        self._failures = failures
+        self._retry_at: float | None = retry_at
         self._started = 0
 
     # --- inputs -----------------------------------------------------------------
@@ -125,6 +132,17 @@ class RetrainScheduler:
                 self._coalesced += self._pending // every - before // every
             elif not was_due and self._trigger() is not None:
                 self._coalesced += 1
+
+    def sync(self, *, pending_rows: int, epoch: float, now: float) -> None:
+        """Adopt the stored truth (rows other replicas stored, a training another one
+        started): unless a training runs here, pending rows become ``pending_rows`` and the
+        time trigger counts from ``epoch`` if that is later than what it counts from."""
+        if self._running is not None or pending_rows < 0:
+            return
+        if pending_rows > self._pending:
+            self._last_row_at = now
+        self._pending = pending_rows
+        self._epoch = max(self._epoch, epoch)
 
     def request(self, reason: str = "requested") -> None:
         """Ask for a training regardless of thresholds (still single-flight, debounced)."""

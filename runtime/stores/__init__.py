@@ -1,0 +1,110 @@
+"""Stores chosen by the settings: one code path for the local default and PostgreSQL.
+
+:func:`open_stores` gives the process's :class:`Stores` for its settings, created once and
+shared (one connection pool per database URL):
+
+- ``MLFN_DATABASE_URL`` unset (``mlfn dev``, tests): the model directory
+  (:class:`~runtime.models.store.LocalModelStore`), SQLite datasets
+  (:class:`~runtime.datasets.DatasetStore`) and JSON retraining state under ``HOME``.
+- ``MLFN_DATABASE_URL=postgresql://...`` (a cluster): the model registry, the datasets and
+  the retraining state in PostgreSQL, shared by every replica
+  (:class:`PgModelStore`, :class:`PgDatasetStore`, :class:`PgRetrainState`).
+
+Example:
+    >>> stores = open_stores(Settings(home=tmp_path))  # doctest: +SKIP
+    >>> stores.models.latest("digits")  # doctest: +SKIP
+    3
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from runtime.datasets import DatasetsLike, DatasetStore
+from runtime.models.store import LocalModelStore, ModelStore
+from runtime.settings import Settings
+from runtime.stores.retrain_state import (
+    LocalRetrainState,
+    PgRetrainState,
+    RetrainRecord,
+    RetrainState,
+)
+
+if TYPE_CHECKING:
+    from runtime.stores.database import Database
+
+__all__ = [
+    "RetrainRecord",
+    "RetrainState",
+    "Stores",
+    "close_all",
+    "open_stores",
+]
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The stores of one process: models, datasets, retraining state (and their database)."""
+
+    models: ModelStore
+    datasets: DatasetsLike
+    retrain: RetrainState
+    database: Database | None = None
+
+    def check(self) -> None:
+        """Raise ``StoreUnavailableError`` when the database behind the stores is down."""
+        if self.database is not None:
+            self.database.ping()
+
+
+_OPEN: dict[tuple[str, ...], Stores] = {}
+_LOCK = threading.Lock()
+
+
+def _key(settings: Settings) -> tuple[str, ...]:
+    if settings.database_url:
+        return ("pg", settings.database_url)
+    return (
+        "local",
+        str(settings.model_store_path),
+        str(settings.dataset_store_path),
+        str(settings.home),
+    )
+
+
+def open_stores(settings: Settings) -> Stores:
+    """The stores ``settings`` name, opened on first use and shared by the process."""
+    key = _key(settings)
+    with _LOCK:
+        stores = _OPEN.get(key)
+        if stores is None:
+            stores = _OPEN[key] = _open(settings)
+        return stores
+
+
+def _open(settings: Settings) -> Stores:
+    if settings.database_url:
+        from runtime.stores.database import Database
+        from runtime.stores.pg_datasets import PgDatasetStore
+        from runtime.stores.pg_models import PgModelStore
+
+        db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        return Stores(PgModelStore(db), PgDatasetStore(db), PgRetrainState(db), db)
+    return Stores(
+        LocalModelStore(settings.model_store_path),
+        DatasetStore(settings.dataset_store_path),
+        LocalRetrainState(settings.home / "retrain"),
+    )
+
+
+def close_all() -> None:
+    """Close every store :func:`open_stores` opened (tests, shutdown)."""
+    with _LOCK:
+        opened = list(_OPEN.values())
+        _OPEN.clear()
+    for stores in opened:
+        stores.datasets.close()
+        if stores.database is not None:
+            stores.database.close()

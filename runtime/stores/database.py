@@ -1,0 +1,208 @@
+"""One PostgreSQL database behind the stores: a connection pool, the schema, locks, errors.
+
+:class:`Database` is shared by the model registry, the dataset store and the retraining
+state of one process (see :func:`runtime.stores.open_stores`). Every foreign error of the
+driver is converted here, in one place, into :class:`~runtime.errors.StoreUnavailableError`
+(the database is down or unreachable: retry) with the cause kept. The schema is created on
+first use under a transaction-scoped advisory lock, so replicas that start together do
+not race on ``CREATE TABLE``.
+
+Session advisory locks (:meth:`Database.advisory_lock`) hold on a connection of their own:
+when the process dies, PostgreSQL closes the connection and the lock is released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from runtime.errors import StoreUnavailableError
+
+__all__ = ["SCHEMA", "Database", "lock_key", "redact"]
+
+log = logging.getLogger("mlfn.stores")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS mlfn_models (
+    name    text PRIMARY KEY,
+    latest  integer,
+    moves   bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS mlfn_model_versions (
+    name     text NOT NULL REFERENCES mlfn_models (name),
+    version  integer NOT NULL,
+    meta     jsonb NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS mlfn_model_files (
+    name     text NOT NULL,
+    version  integer NOT NULL,
+    file     text NOT NULL,
+    sha256   text NOT NULL,
+    data     bytea NOT NULL,
+    PRIMARY KEY (name, version, file),
+    FOREIGN KEY (name, version) REFERENCES mlfn_model_versions (name, version)
+);
+CREATE TABLE IF NOT EXISTS mlfn_datasets (
+    name      text PRIMARY KEY,
+    last_seq  bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS mlfn_dataset_rows (
+    dataset   text NOT NULL REFERENCES mlfn_datasets (name),
+    seq       bigint NOT NULL,
+    id        text NOT NULL,
+    time      timestamptz NOT NULL,
+    features  double precision[] NOT NULL,
+    label     jsonb,
+    PRIMARY KEY (dataset, seq),
+    UNIQUE (dataset, id)
+);
+CREATE TABLE IF NOT EXISTS mlfn_retrain_state (
+    model         text PRIMARY KEY,
+    since         timestamptz NOT NULL DEFAULT now(),
+    last_started  timestamptz,
+    last_finished timestamptz,
+    last_outcome  text,
+    failures      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    trainings     bigint NOT NULL DEFAULT 0
+);
+"""
+
+NOTIFY_CHANNEL = "mlfn_models"
+"""``NOTIFY`` channel of pointer moves; the payload is the model's name."""
+
+
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``parts`` (``lock_key("train", "digits")``)."""
+    digest = hashlib.sha256("\0".join(("mlfn", *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def redact(url: str) -> str:
+    """``host:port/dbname`` of a connection URL, without user or password (for messages)."""
+    try:
+        info = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "an unparsable MLFN_DATABASE_URL"
+    host = info.get("host") or "localhost"
+    return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+
+
+class Database:
+    """A pool of connections to ``url``; thread-safe.
+
+    Args:
+        url: a ``postgresql://`` URL (MLFN_DATABASE_URL).
+        pool_size: most connections this process opens (advisory locks use their own).
+        timeout: seconds to wait for a connection before the database counts as unavailable.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 8, timeout: float = 5.0) -> None:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                f"MLFN_DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://...; "
+                "e.g. postgresql://mlfn:PASSWORD@db.database:5432/mlfn"
+            )
+        self.url = url
+        self.where = redact(url)
+        self.timeout = timeout
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout,
+            kwargs={"connect_timeout": max(1, int(timeout)), "application_name": "mlfn"},
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="mlfn",
+        )
+        self._pool.open(wait=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.where!r})"
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def unavailable(self, err: BaseException) -> StoreUnavailableError:
+        """The error for a failure to reach the database (the cause stays attached)."""
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return StoreUnavailableError(
+            f"the database at {self.where} is unreachable: {detail}; check that PostgreSQL runs "
+            "and that MLFN_DATABASE_URL names it (mlfn retries until it answers)"
+        )
+
+    @contextlib.contextmanager
+    def _converted(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            raise self.unavailable(err) from err
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside one transaction (committed on success)."""
+        self._ensure_schema()
+        with self._converted(), self._pool.connection() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the database answers ``SELECT 1``."""
+        with self.connection() as conn:
+            conn.execute("SELECT 1")
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._converted(), self._pool.connection() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
+                conn.execute(SCHEMA)
+            self._schema_ready = True
+
+    @contextlib.contextmanager
+    def advisory_lock(self, *parts: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the session advisory lock of ``parts`` on a connection of its own.
+
+        Yields True when the lock is held; with ``wait=False`` yields False at once when
+        another session holds it. The lock ends with the block, or with the process.
+        """
+        self._ensure_schema()
+        key = lock_key(*parts)
+        with self._converted():
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.timeout))
+            )
+        try:
+            with self._converted():
+                if wait:
+                    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                    held = True
+                else:
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                    held = bool(row and row[0])
+            yield held
+        finally:
+            conn.close()  # closing the session releases its advisory locks
+
+    def listen(self, channel: str = NOTIFY_CHANNEL) -> psycopg.Connection[Any]:
+        """A new autocommit connection that LISTENs on ``channel`` (the caller closes it)."""
+        with self._converted():
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.timeout))
+            )
+            conn.execute(f"LISTEN {channel}")
+        return conn
