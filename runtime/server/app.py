@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.errors import StoreUnavailableError
 from runtime.function import Function
 from runtime.logs import request_context
 from runtime.server import errors as e
@@ -90,6 +91,19 @@ class Response:
 ModelOpener = Callable[[Function, Settings], ModelSource | None]
 
 
+def _store_check(function: Function, settings: Settings) -> Callable[[], None] | None:
+    """A retrain function needs its database for every event: readiness checks it."""
+    if function.spec.retrain is None or not settings.database_url:
+        return None
+
+    def check() -> None:
+        from runtime.stores import open_stores
+
+        open_stores(settings).check()
+
+    return check
+
+
 def _open_model(function: Function, settings: Settings) -> ModelSource | None:
     if function.spec.model is None:
         return None
@@ -127,6 +141,11 @@ class App:
             settings.queue_timeout_seconds,
         )
         self.load_error: str | None = None
+        self.waiting_on: str | None = None
+        self._closing = threading.Event()
+        self._store_check = _store_check(function, settings)
+        self._store_checked_at = -1e9
+        self._store_problem_text: str | None = None
         self._ready = threading.Event()
         self._opener = model_opener
         self._loader: threading.Thread | None = None
@@ -159,6 +178,7 @@ class App:
         return True
 
     def close(self) -> None:
+        self._closing.set()
         model = self.dispatcher.model
         if model is not None:
             model.stop()
@@ -177,8 +197,7 @@ class App:
                 on_swap = getattr(model, "on_swap", None)
                 if callable(on_swap):
                     on_swap(self._show_version)
-                _off_the_event_loop(model)
-                model.start()
+                self._start_model(model)
                 self._show_version(model.current())
                 self.dispatcher.model = model
                 self.metrics.phase("model_loaded")
@@ -189,6 +208,37 @@ class App:
         self._ready.set()
         seconds = self.metrics.phase("ready")
         log.info("%s ready %.3fs after process start", self.spec.name, seconds)
+
+    def _start_model(self, model: ModelSource) -> None:
+        """Start the model; while its store is unreachable, say so on /readyz and retry."""
+        delay = 0.5
+        while True:
+            try:
+                _off_the_event_loop(model)
+                model.start()
+                self.waiting_on = None
+                return
+            except StoreUnavailableError as err:
+                if self.waiting_on is None:
+                    log.warning("model store unavailable; retrying: %s", err)
+                self.waiting_on = f"waiting for the model store: {err}"
+                if self._closing.wait(delay):
+                    raise
+                delay = min(delay * 2, 5.0)
+
+    def _store_problem(self) -> str | None:
+        """Why the stores behind a retrain function are unusable now (checked at most 1/s)."""
+        if self._store_check is None:
+            return None
+        now = time.monotonic()
+        if now - self._store_checked_at >= 1.0:
+            self._store_checked_at = now
+            try:
+                self._store_check()
+                self._store_problem_text = None
+            except StoreUnavailableError as err:
+                self._store_problem_text = str(err)
+        return self._store_problem_text
 
     # --- entry points -----------------------------------------------------------------
 
@@ -229,6 +279,8 @@ class App:
                 resp = Response(status, headers, body)
             except e.HttpError as err:
                 resp = self._error(err, rid)
+            except StoreUnavailableError as err:  # transient: 503, the sender retries
+                resp = self._error(e.NotReady(str(err), headers={"Retry-After": "2"}), rid)
             except Exception as err:
                 resp = self._crash(err)
             finally:
@@ -365,9 +417,10 @@ class App:
         return ", ".join(base)
 
     def _readiness(self) -> tuple[int, dict[str, str], bytes]:
-        if self.ready:
+        problem = self._store_problem() if self.ready else None
+        if self.ready and problem is None:
             return 200, dict(_JSON), b'{"status":"ready"}'
-        reason = self.load_error or "loading the function's model"
+        reason = problem or self.load_error or self.waiting_on or "loading the function's model"
         return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
 
     def _run(
