@@ -7,7 +7,9 @@ the candidate against the served version on a holdout neither trained on, and
 publishes it only if it is not worse by more than the tolerance. It announces the
 result on the broker: ``mlfn.model.published`` (``predict`` swaps to it) or
 ``mlfn.model.rejected``. A ``mlfn.retrain.requested`` event (subject ``digits``) asks for
-a training now, whatever the thresholds say.
+a training now, whatever the thresholds say. A ping (``dev.knative.sources.ping``, from the
+PingSource that ``mlfn render`` makes of ``every_seconds``, or ``mlfn dev``'s ping source)
+wakes the function when it scaled to zero: the time trigger, from the stored state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from runtime.models import default_classifier
 from runtime.retraining import (
     MODEL_PUBLISHED,
     MODEL_REJECTED,
+    PING,
     RETRAIN_REQUESTED,
     FitFn,
     Progress,
@@ -53,6 +56,9 @@ def store_features(ev: CloudEvent, ctx: Context, *, fit: FitFn = fit_digits) -> 
 
     A ``mlfn.retrain.requested`` event asks the loop for a training instead.
     """
+    if ev["type"] == PING:
+        loop_for(ctx, dataset=DATASET, fit=fit).tick(f"ping {ev['id']}")
+        return
     if ev["type"] == RETRAIN_REQUESTED:
         data = ev.get_data()
         why = data.get("reason") if isinstance(data, dict) else None
@@ -89,8 +95,8 @@ def store_features(ev: CloudEvent, ctx: Context, *, fit: FitFn = fit_digits) -> 
         "holdout_fraction": 0.2,
     },
     resources={"cpu": "1", "memory": "1Gi"},
-    # one instance always up: the loop's time trigger and pending count live in it
-    scaling={"min_scale": 1, "max_scale": 1},
+    # scales to zero: rows, pending counts and the time trigger live in the stores, a
+    # PingSource wakes it on schedule, and single flight holds across replicas
     timeout_seconds=600,
 )
 def retrain(ev: CloudEvent, ctx: Context) -> None:

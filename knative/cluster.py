@@ -48,6 +48,7 @@ _KAFKA = "Knative's Kafka extension eventing-kafka-broker (CRDs: 7d8fe89f4b5e)"
 KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "ConfigMap"): Kind("configmaps"),
     ("v1", "ServiceAccount"): Kind("serviceaccounts"),
+    ("v1", "Secret"): Kind("secrets"),
     ("rbac.authorization.k8s.io/v1", "Role"): Kind("roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): Kind("rolebindings"),
     ("networking.k8s.io/v1", "NetworkPolicy"): Kind("networkpolicies"),
@@ -57,6 +58,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("eventing.knative.dev/v1", "Trigger"): Kind("triggers", has_ready=True, provider=_EVENTING),
     ("sinks.knative.dev/v1alpha1", "JobSink"): Kind(
         "jobsinks", has_ready=True, provider=_EVENTING + ", v1.14 or later"
+    ),
+    ("sources.knative.dev/v1", "PingSource"): Kind(
+        "pingsources", has_ready=True, provider=_EVENTING
     ),
     ("sources.knative.dev/v1beta1", "KafkaSource"): Kind(
         "kafkasources", has_ready=True, provider=_KAFKA

@@ -10,9 +10,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from knative.cluster import Cluster, Readiness, kind_of
+from knative.errors import MissingSecretError
 from knative.manifests.common import KNATIVE_NAMESPACES, Obj
 
-__all__ = ["ObjectStatus", "apply_all", "delete_all", "service_status"]
+__all__ = [
+    "ObjectStatus",
+    "apply_all",
+    "check_secrets",
+    "delete_all",
+    "secret_refs",
+    "service_status",
+]
 
 Progress = Callable[[str], None]
 
@@ -45,6 +53,44 @@ def _version(obj: Obj | None) -> str | None:
     return None if obj is None else obj.get("metadata", {}).get("resourceVersion")
 
 
+def secret_refs(objects: Sequence[Obj]) -> dict[tuple[str, str], list[str]]:
+    """``(namespace, secret) -> [functions]`` for every ``secretKeyRef`` in a pod template."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for obj in objects:
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers") or []:
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    key = (obj["metadata"].get("namespace", "default"), ref["name"])
+                    out.setdefault(key, []).append(obj["metadata"]["name"])
+    return out
+
+
+def check_secrets(cluster: Cluster, objects: Sequence[Obj]) -> None:
+    """Fail before applying anything when a Secret the functions read does not exist.
+
+    Raises:
+        MissingSecretError: naming the Secret, who reads it and how to create it.
+    """
+    missing = []
+    for (namespace, name), users in sorted(secret_refs(objects).items()):
+        probe = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        if cluster.get(probe) is None:
+            missing.append(
+                f"Secret {name!r} in namespace {namespace!r} (read by {', '.join(sorted(set(users)))}) "
+                f"does not exist; create it with: kubectl -n {namespace} create secret generic "
+                f"{name} --from-literal=url='postgresql://USER:PASSWORD@HOST:5432/DB' "
+                "(see docs/stores.md), or render without it: MLFN_DATABASE_SECRET=''"
+            )
+    if missing:
+        raise MissingSecretError("\n".join(missing))
+
+
 def apply_all(
     cluster: Cluster,
     objects: Sequence[Obj],
@@ -60,9 +106,11 @@ def apply_all(
 
     Raises:
         NotInstalledError: a kind is not served (checked before anything is applied).
+        MissingSecretError: a Secret the functions read is absent (checked before too).
         NotReadyError: an object reported Ready=False or stayed unready past ``timeout``.
     """
     cluster.check_installed(objects)
+    check_secrets(cluster, objects)
     applied: list[tuple[Obj, str]] = []
     for obj in objects:
         before = cluster.get(obj)

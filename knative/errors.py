@@ -9,6 +9,7 @@ KnativeError (runtime.errors.MlfnError)
     ├── UnauthorizedError           the API server rejected the credentials (401)
     ├── ForbiddenError              the credentials lack a permission (403)
     ├── NotInstalledError           Knative or its Kafka extension is not installed
+    ├── MissingSecretError          a Secret the functions read (the database URL) is absent
     └── NotReadyError               an object did not become Ready (False, or timeout)
 """
 
@@ -21,6 +22,7 @@ __all__ = [
     "ClusterError",
     "ForbiddenError",
     "KnativeError",
+    "MissingSecretError",
     "NoKubeconfigError",
     "NotInstalledError",
     "NotReadyError",
@@ -64,6 +66,10 @@ class ForbiddenError(ClusterError):
 
 class NotInstalledError(ClusterError):
     """An API group the manifests use is not served: Knative or an extension is missing."""
+
+
+class MissingSecretError(ClusterError):
+    """A Secret that rendered containers read (``secretKeyRef``) does not exist."""
 
 
 class NotReadyError(ClusterError):

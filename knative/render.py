@@ -49,6 +49,9 @@ def options_from(
         partitions=settings.partitions,
         replication_factor=settings.kafka_replication_factor,
         env={**container_env(settings), "MLFN_NAMESPACE": namespace or settings.namespace},
+        database_secret=settings.database_secret,
+        database_namespace=settings.database_namespace,
+        database_port=settings.database_port,
     )
 
 

@@ -27,6 +27,7 @@ from knative.manifests.eventing import (
 )
 from knative.manifests.features import feature_patches, required_flags
 from knative.manifests.network import network_policies
+from knative.manifests.ping import ping_sources
 from knative.manifests.rbac import rbac_objects
 from knative.manifests.service import build_service
 from runtime.spec import FunctionSpec
@@ -61,6 +62,7 @@ def function_objects(
     out.append(jobsink(spec, opts) if spec.job else build_service(spec, opts))
     out += triggers(spec, opts)
     out += kafka_sources(spec, opts)
+    out += ping_sources(spec, opts)
     return out
 
 

@@ -11,6 +11,7 @@ from runtime.spec import Delivery, FunctionSpec, format_iso_duration
 
 __all__ = [
     "CONTAINER_PORT",
+    "DATABASE_URL_KEY",
     "JOBSINK_API",
     "JOB_EVENT_DIR",
     "KAFKA_SINK_API",
@@ -26,6 +27,7 @@ __all__ = [
     "labels",
     "metadata",
     "subscriber_ref",
+    "uses_stores",
 ]
 
 Obj = dict[str, Any]
@@ -56,6 +58,10 @@ class RenderOptions:
         partitions: partitions of the broker topic.
         replication_factor: replicas of the broker topic.
         env: ``MLFN_*`` settings passed to every container.
+        database_secret: Secret whose key ``url`` holds ``MLFN_DATABASE_URL`` for the
+            functions that use the stores (empty: none; each pod keeps its own under /tmp).
+        database_namespace: namespace of the PostgreSQL pods (egress policy).
+        database_port: PostgreSQL's port (egress policy).
     """
 
     namespace: str = "default"
@@ -71,10 +77,22 @@ class RenderOptions:
     partitions: int = 4
     replication_factor: int = 3
     env: Mapping[str, str] = field(default_factory=dict)
+    database_secret: str = ""
+    database_namespace: str = "database"
+    database_port: int = 5432
 
     def image_for(self, spec: FunctionSpec) -> str:
         """The image that runs ``spec``: the CUDA variant for GPU functions."""
         return self.images["cuda" if spec.is_gpu else "cpu"]
+
+
+DATABASE_URL_KEY = "url"
+"""The key of the database Secret that holds the URL."""
+
+
+def uses_stores(spec: FunctionSpec) -> bool:
+    """Whether ``spec`` reads or writes the shared stores (a model, or a retrain policy)."""
+    return spec.model is not None or spec.retrain is not None
 
 
 def dns_name(*parts: str, limit: int = 63) -> str:

@@ -4,15 +4,16 @@ Ingress to function pods comes from the Knative ingress gateway, the activator a
 autoscaler (``knative-serving``: the activator proxies requests while a function scales
 from zero, the autoscaler scrapes queue-proxy metrics) and the eventing dispatchers
 (``knative-eventing``: Kafka source, broker and job-sink dispatchers). Egress from
-function pods is limited to DNS, Kafka, Knative's data plane and, for functions that
-drive a rollout, the API server.
+function pods is limited to DNS, Kafka, Knative's data plane, PostgreSQL (the database
+namespace, when the stores are shared) and, for functions that drive a rollout, the API
+server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from knative.manifests.common import Obj, RenderOptions, metadata
+from knative.manifests.common import Obj, RenderOptions, metadata, uses_stores
 from knative.manifests.rbac import rollout_targets
 from runtime.spec import FunctionSpec
 
@@ -44,6 +45,13 @@ def _policy(name: str, opts: RenderOptions, spec: Obj) -> Obj:
         "metadata": metadata(name, opts.namespace),
         "spec": spec,
     }
+
+
+def _database_egress(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list[Obj]:
+    """Egress to PostgreSQL when a function gets the database Secret."""
+    if not opts.database_secret or not any(uses_stores(s) for s in specs):
+        return []
+    return [{"to": [_from_namespaces(opts.database_namespace)], "ports": _tcp(opts.database_port)}]
 
 
 def network_policies(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list[Obj]:
@@ -84,6 +92,7 @@ def network_policies(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list
                 "egress": [
                     dns,
                     {"to": [_from_namespaces(opts.kafka_namespace)], "ports": _tcp(kafka_port)},
+                    *_database_egress(specs, opts),
                     {
                         "to": [
                             _from_namespaces(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from knative.manifests.common import CONTAINER_PORT, KSVC_API, Obj, RenderOptions, metadata
+from knative.manifests.common import (
+    CONTAINER_PORT,
+    DATABASE_URL_KEY,
+    KSVC_API,
+    Obj,
+    RenderOptions,
+    metadata,
+    uses_stores,
+)
 from runtime.spec import FunctionSpec, Scaling, Toleration, format_go_duration
 
 __all__ = [
@@ -114,9 +122,14 @@ def security_context() -> Obj:
 
 
 def env_list(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:
-    """Settings for the container: ``MLFN_*`` from the options, then the spec's own env."""
+    """Settings for the container: ``MLFN_*`` from the options, then the spec's own env;
+    ``MLFN_DATABASE_URL`` from the database Secret for functions that use the stores."""
     env = {"MLFN_HOME": HOME_IN_CONTAINER, **opts.env, **spec.env}
-    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+    out: list[Obj] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if opts.database_secret and uses_stores(spec) and "MLFN_DATABASE_URL" not in env:
+        ref = {"name": opts.database_secret, "key": DATABASE_URL_KEY}
+        out.append({"name": "MLFN_DATABASE_URL", "valueFrom": {"secretKeyRef": ref}})
+    return out
 
 
 def container(spec: FunctionSpec, opts: RenderOptions, *, args: list[str]) -> Obj:

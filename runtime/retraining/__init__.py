@@ -21,6 +21,7 @@ from runtime.retraining.gate import (
     judge,
 )
 from runtime.retraining.loop import (
+    PING,
     RETRAIN_REQUESTED,
     FitFn,
     Outcome,
@@ -35,6 +36,7 @@ __all__ = [
     "METRICS",
     "MODEL_PUBLISHED",
     "MODEL_REJECTED",
+    "PING",
     "REGISTRY",
     "RETRAIN_REQUESTED",
     "Decision",

@@ -87,10 +87,27 @@ def stub() -> Iterator[KubeStub]:
     s.stop()
 
 
+def test_deploy_says_when_the_database_secret_is_missing(
+    env: Path, stub: KubeStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(stub.kubeconfig(env / "kubeconfig")))
+    code, out = _run("deploy", "--function", "predict", "--timeout", "5")
+    assert code == 1
+    assert "Secret 'mlfn-database' in namespace 'ml' (read by predict) does not exist" in out
+    assert "kubectl -n ml create secret generic mlfn-database --from-literal=url=" in out
+    assert not [r for r in stub.requests if r.method == "PATCH"]  # nothing was applied
+
+
+def _add_database_secret(stub: KubeStub) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlfn-database"}}
+    stub.add(secret, "/api/v1/namespaces/ml/secrets/mlfn-database")
+
+
 def test_deploy_then_undeploy_one_function(
     env: Path, stub: KubeStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(stub.kubeconfig(env / "kubeconfig")))
+    _add_database_secret(stub)
     code, out = _run("deploy", "--function", "predict", "--timeout", "5")
     assert code == 0, out
     assert "Service/predict created" in out
