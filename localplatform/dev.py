@@ -95,6 +95,7 @@ class DevPlatform:
         self.bootstrap: str | None = None
         self.plane: Any = None
         self.canary: Any = None
+        self.pings: Any = None
 
     def _eventing_status(self) -> dict[str, Any]:
         if self.plane is None:
@@ -113,6 +114,7 @@ class DevPlatform:
         await self.gateway.start(self.settings.platform_host, self.options.port)
         if self.bootstrap is not None:
             await loop.run_in_executor(None, self._start_plane)
+        self._start_pings()
         self._write_run_file()
         self._start_canary()
 
@@ -130,6 +132,19 @@ class DevPlatform:
 
         self.canary = start_local(self.settings, rollout_of)
         log.info("canary controller started")
+
+    def _start_pings(self) -> None:
+        """Knative's PingSource, locally: the time trigger of each retrain policy."""
+        from eventing.ping import PingSources, ping_targets
+
+        port = self.gateway.port
+        specs = [fn.latest.spec for fn in self.serving.functions.values()]
+        targets = ping_targets(
+            specs, lambda name: f"http://127.0.0.1:{port}/{name}", self.settings.namespace
+        )
+        if targets:
+            self.pings = PingSources(targets).start()
+            log.info("ping sources started", extra={"pings": [t.name for t in targets]})
 
     def _start_plane(self) -> None:
         from eventing.plane import EventingPlane
@@ -174,6 +189,8 @@ class DevPlatform:
         grace = self.settings.platform_drain_seconds
         if self.canary is not None:
             await loop.run_in_executor(None, self.canary.stop)
+        if self.pings is not None:
+            await loop.run_in_executor(None, self.pings.stop)
         if self.plane is not None:
             try:
                 await asyncio.wait_for(loop.run_in_executor(None, self.plane.stop), grace + 20)

@@ -52,9 +52,7 @@ def test_the_egress_policy_reaches_the_database_namespace() -> None:
 
 def test_retrain_scales_to_zero_and_a_pingsource_wakes_it() -> None:
     objects = _pipeline()
-    annotations = find(objects, "Service", "retrain")["spec"]["template"]["metadata"][
-        "annotations"
-    ]
+    annotations = find(objects, "Service", "retrain")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/min-scale"] == "0"
     ping = find(objects, "PingSource", "retrain-ping")
     assert ping["apiVersion"] == "sources.knative.dev/v1"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 def test_runtime_retraining_exports() -> None:
     assert sorted(runtime.retraining.__all__) == sorted(
         [
-            "METRICS", "MODEL_PUBLISHED", "MODEL_REJECTED", "REGISTRY", "RETRAIN_REQUESTED",
+            "METRICS", "MODEL_PUBLISHED", "MODEL_REJECTED", "PING", "REGISTRY", "RETRAIN_REQUESTED",
             "Decision", "EmitError",
             "Emitter", "FitFn", "HttpEmitter", "KafkaEmitter", "Outcome", "Progress",
             "RetrainDriver", "RetrainLoop", "RetrainScheduler", "Ticket", "TrainingMetrics",
