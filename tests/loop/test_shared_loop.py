@@ -94,7 +94,7 @@ def test_two_replicas_never_train_the_same_model_at_once(
     assert not [i for i in intervals if i[0] == "b"]  # b has not started while a holds it
     release.set()
     wait_for(lambda: len(a.loop.outcomes) == len(b.loop.outcomes) == 1, 60, "both trainings")
-    (first, fa, la), (second, fb, _) = intervals
+    (first, _fa, la), (second, fb, _) = intervals
     assert (first, second) == ("a", "b") and fb >= la  # one after the other, never at once
     assert [v.version for v in a.models.versions("digits")] == [1, 2]
 

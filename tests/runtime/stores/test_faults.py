@@ -67,7 +67,7 @@ def test_retrain_readiness_and_events_say_the_database_is_down(
     try:
         assert app.wait_ready(30) and _ready(app)[0] == 200
         own_server.stop()
-        status, body = wait_for(
+        _status, body = wait_for(
             lambda: (r := _ready(app))[0] == 503 and r, 10, "readiness 503 while it is down"
         )
         assert "is unreachable" in body["reason"]

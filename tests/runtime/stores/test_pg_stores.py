@@ -95,7 +95,7 @@ def test_datasets_are_idempotent_and_ordered(stores: Stores) -> None:
     ds = stores.datasets.open("digits")
     rows = [Row(f"ev-{i}", [float(i)] * 3, i % 2) for i in range(10)]
     assert ds.append(rows) == 10
-    assert ds.append(rows[:5] + [Row("ev-x", [1.0, 2.0, 3.0], None)]) == 1  # redelivery
+    assert ds.append([*rows[:5], Row("ev-x", [1.0, 2.0, 3.0], None)]) == 1  # redelivery
     assert ds.count() == 11 and ds.watermark() == 11 and ds.count_since(8) == 3
     data = ds.read()
     assert data.X.shape == (10, 3) and data.ids[0] == "ev-0" and data.range is not None
