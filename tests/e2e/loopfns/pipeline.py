@@ -25,6 +25,8 @@ from runtime.spec import KafkaSource, RetrainPolicy
 RAW_TOPIC = os.environ.get("MLFN_E2E_RAW_TOPIC", "e2e.digits.raw")
 DLQ_TOPIC = f"{RAW_TOPIC}.dlq"
 EVERY_ROWS = int(os.environ.get("MLFN_E2E_EVERY_ROWS", "500"))
+EVERY_SECONDS = float(os.environ.get("MLFN_E2E_EVERY_SECONDS", "0")) or None
+"""A time trigger (the rehearsal's PingSource) when set; none by default."""
 
 
 def _like(original: Any, target: Callable[..., Any], **updates: Any) -> Any:
@@ -80,6 +82,8 @@ _like(
     retrain=RetrainPolicy(
         model=_retrain_spec.retrain.model if _retrain_spec.retrain else "digits",
         every_rows=EVERY_ROWS,
+        every_seconds=EVERY_SECONDS,
+        min_rows=1,
         debounce_seconds=0.2,
         tolerance=0.01,
     ),
