@@ -34,10 +34,13 @@ from tests.e2e.rehearsal import Pod, ServiceProxy, pod, wait_healthy_pod
 from tests.fixtures.servers import http_call
 from tests.fixtures.waiting import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+]  # slow: five server processes; ~40 s on an idle 2-core machine
 
 PACKAGE = "tests.e2e.loopfns"
-EVERY_ROWS = 150
+EVERY_ROWS = 60
 
 
 @pytest.fixture
