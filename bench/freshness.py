@@ -54,10 +54,10 @@ def _wait(cond: Any, timeout: float, what: str, every: float = 0.01) -> Any:
 class Dev:
     """``mlfn dev`` in a subprocess with a home of its own."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, **env_extra: str) -> None:
         self.home = home
         self.log = open(home / "dev.log", "wb")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "MLFN_HOME": str(home), "MLFN_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "MLFN_HOME": str(home), "MLFN_LOG_LEVEL": "WARNING", **env_extra}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from mlfn.cli import main; main()", "dev", "--port", "0"],
             cwd=REPO,
@@ -117,13 +117,18 @@ def _preprocessing_seconds() -> float:
 
 
 def _trial(
-    dev: Dev, producer: Any, records: Any, every: int, sample: list[list[float]]
+    dev: Dev,
+    producer: Any,
+    records: Any,
+    every: int,
+    sample: list[list[float]],
+    database_url: str | None = None,
 ) -> dict[str, Any]:
-    from runtime.datasets import DatasetStore
-    from runtime.models.store import LocalModelStore
+    from runtime.settings import Settings
+    from runtime.stores import open_stores
 
-    models = LocalModelStore(dev.home / "models")
-    dataset = DatasetStore(dev.home / "datasets").open("digits")
+    stores = open_stores(Settings(home=dev.home, database_url=database_url))
+    models, dataset = stores.models, stores.datasets.open("digits")
     latest = models.info("digits")
     trained = latest.data.last_seq if latest.data and latest.data.dataset == "digits" else 0
     pending = dataset.count_since(trained)
@@ -172,6 +177,13 @@ def _trial(
 
 
 def main() -> None:
+    _print(*measure(TRIALS))
+
+
+def measure(
+    trials: int, database_url: str | None = None
+) -> tuple[list[dict[str, Any]], float, int, float]:
+    """Run ``trials`` under ``mlfn dev`` (PostgreSQL stores with ``database_url``)."""
     from eventing.producer import EventProducer, digits_records
     from functions._digits import digits
     from runtime.registry import discover
@@ -181,13 +193,14 @@ def main() -> None:
     pre = _preprocessing_seconds()
     sample = digits()[0][:4].tolist()
     home = Path(tempfile.mkdtemp(prefix="mlfn-bench-"))
-    dev = Dev(home)
+    dev = Dev(home, **({"MLFN_DATABASE_URL": database_url} if database_url else {}))
     try:
         _wait(lambda: dev.predict(sample), 120, "predict to become ready", every=0.1)
-        records = iter(digits_records(policy.every_rows * (TRIALS + 1)))
+        records = iter(digits_records(policy.every_rows * (trials + 1)))
         with EventProducer(dev.bootstrap, partitions=4) as producer:
             results = [
-                _trial(dev, producer, records, policy.every_rows, sample) for _ in range(TRIALS)
+                _trial(dev, producer, records, policy.every_rows, sample, database_url)
+                for _ in range(trials)
             ]
     except BaseException:
         print(f"freshness failed; the platform's log is in {home / 'dev.log'}", file=sys.stderr)
@@ -195,13 +208,16 @@ def main() -> None:
         raise
     dev.stop()
     shutil.rmtree(home, ignore_errors=True)
-    _print(results, pre, policy.every_rows, policy.debounce_seconds)
+    return results, pre, policy.every_rows, policy.debounce_seconds
 
 
-def _print(results: list[dict[str, Any]], pre: float, every: int, debounce: float) -> None:
+def _print(
+    results: list[dict[str, Any]], pre: float, every: int, debounce: float, store: str = "local"
+) -> None:
     print(
         f"freshness: threshold record produced -> predict answers with the new version "
-        f"(mlfn dev, every_rows={every}, debounce {debounce:g}s; target <= {TARGET_S:g}s)"
+        f"(mlfn dev, {store} stores, every_rows={every}, debounce {debounce:g}s; "
+        f"target <= {TARGET_S:g}s)"
     )
     cols = ["delivery", "preprocess", "debounce", "training", "evaluation", "rollout", "total"]
     print(

@@ -37,9 +37,9 @@ class ModelPointers:
     @property
     def store(self) -> ModelStore:
         if self._store is None:
-            from runtime.models.store import LocalModelStore
+            from runtime.models.handle import model_store
 
-            self._store = LocalModelStore(self.settings.model_store_path)
+            self._store = model_store(self.settings)  # the instances' store (local or shared)
         return self._store
 
     def token(self, model: str) -> Hashable | None:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -64,9 +65,11 @@ _LOCK = threading.Lock()
 
 
 def _key(settings: Settings) -> tuple[str, ...]:
+    # the pid: a forked child (a zygote's instance) opens its own pool, never its parent's
     if settings.database_url:
-        return ("pg", settings.database_url)
+        return (str(os.getpid()), "pg", settings.database_url)
     return (
+        str(os.getpid()),
         "local",
         str(settings.model_store_path),
         str(settings.dataset_store_path),

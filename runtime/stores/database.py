@@ -51,13 +51,9 @@ CREATE TABLE IF NOT EXISTS mlfn_model_files (
     PRIMARY KEY (name, version, file),
     FOREIGN KEY (name, version) REFERENCES mlfn_model_versions (name, version)
 );
-CREATE TABLE IF NOT EXISTS mlfn_datasets (
-    name      text PRIMARY KEY,
-    last_seq  bigint NOT NULL DEFAULT 0
-);
 CREATE TABLE IF NOT EXISTS mlfn_dataset_rows (
-    dataset   text NOT NULL REFERENCES mlfn_datasets (name),
-    seq       bigint NOT NULL,
+    dataset   text NOT NULL,
+    seq       bigint GENERATED ALWAYS AS IDENTITY,
     id        text NOT NULL,
     time      timestamptz NOT NULL,
     features  double precision[] NOT NULL,
@@ -122,8 +118,11 @@ class Database:
             min_size=1,
             max_size=pool_size,
             timeout=timeout,
-            kwargs={"connect_timeout": max(1, int(timeout)), "application_name": "mlfn"},
-            check=ConnectionPool.check_connection,
+            kwargs={
+                "connect_timeout": max(1, int(timeout)),
+                "application_name": "mlfn",
+                "autocommit": True,  # transactions are explicit: connection() opens one
+            },
             open=False,
             name="mlfn",
         )
@@ -154,12 +153,20 @@ class Database:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection inside one transaction (committed on success)."""
         self._ensure_schema()
+        with self._converted(), self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.contextmanager
+    def statement(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit: each statement is its own transaction (one
+        round trip; what a single ``INSERT`` of many rows or a read needs)."""
+        self._ensure_schema()
         with self._converted(), self._pool.connection() as conn:
             yield conn
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the database answers ``SELECT 1``."""
-        with self.connection() as conn:
+        with self.statement() as conn:
             conn.execute("SELECT 1")
 
     def _ensure_schema(self) -> None:
@@ -168,7 +175,7 @@ class Database:
         with self._schema_lock:
             if self._schema_ready:
                 return
-            with self._converted(), self._pool.connection() as conn:
+            with self._converted(), self._pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
                 conn.execute(SCHEMA)
             self._schema_ready = True

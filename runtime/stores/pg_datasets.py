@@ -1,9 +1,12 @@
 """Datasets in PostgreSQL: the same append-only, idempotent rows as the SQLite store.
 
 All datasets share ``mlfn_dataset_rows``, keyed on ``(dataset, id)`` (the CloudEvent id):
-a redelivered event adds no row. Appends to one dataset take its ``mlfn_datasets`` row
-lock, allocate sequence numbers after ``last_seq`` and commit in that order, so sequence
-order is commit order: a watermark never skips a row that commits late.
+a redelivered event adds no row (``ON CONFLICT DO NOTHING``). Sequence numbers come from
+an identity column: increasing, with gaps. Appends take no lock, so concurrent
+deliveries commit together (PostgreSQL's group commit: one WAL flush for many). A row may
+commit after a row with a higher number; every training reads every row, so such a row
+is trained on by the next training, and at worst a pending count is short by the rows
+in flight at that moment.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from runtime.datasets import DataRange, DatasetError, Row, TrainingData, check_d
 from runtime.stores.database import Database
 
 __all__ = ["PgDataset", "PgDatasetStore"]
+
+_CHUNK = 500
+"""Rows per ``INSERT`` statement."""
 
 
 class PgDataset:
@@ -48,45 +54,24 @@ class PgDataset:
             fresh.setdefault(row.id, row)
         if not fresh:
             return 0
-        with self.db.connection() as conn:
-            conn.execute(
-                "INSERT INTO mlfn_datasets (name) VALUES (%s) ON CONFLICT DO NOTHING", (self.name,)
-            )
-            found = conn.execute(
-                "SELECT last_seq FROM mlfn_datasets WHERE name = %s FOR UPDATE", (self.name,)
-            ).fetchone()
-            assert found is not None
-            last = int(found[0])
-            stored = conn.execute(
-                "SELECT id FROM mlfn_dataset_rows WHERE dataset = %s AND id = ANY(%s)",
-                (self.name, list(fresh)),
-            ).fetchall()
-            for (rid,) in stored:
-                fresh.pop(rid, None)
-            if not fresh:
-                return 0
-            values = [
-                (
-                    self.name,
-                    last + i,
-                    row.id,
-                    row.time,
-                    [float(v) for v in row.features],
-                    None if row.label is None else Jsonb(row.label),
+        ordered = sorted(fresh.values(), key=lambda r: r.id)  # one lock order: no deadlock
+        chunks = [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
+        opener = self.db.statement if len(chunks) == 1 else self.db.connection
+        added = 0
+        with opener() as conn:
+            for chunk in chunks:  # one statement per chunk: one round trip, atomic
+                args: list[Any] = []
+                for row in chunk:
+                    label = None if row.label is None else Jsonb(row.label)
+                    args += [self.name, row.id, row.time, [float(v) for v in row.features], label]
+                cur = conn.execute(
+                    "INSERT INTO mlfn_dataset_rows (dataset, id, time, features, label) VALUES "
+                    + ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+                    + " ON CONFLICT (dataset, id) DO NOTHING",
+                    args,
                 )
-                for i, row in enumerate(fresh.values(), start=1)
-            ]
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO mlfn_dataset_rows (dataset, seq, id, time, features, label) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
-                    values,
-                )
-            conn.execute(
-                "UPDATE mlfn_datasets SET last_seq = %s WHERE name = %s",
-                (last + len(values), self.name),
-            )
-        return len(values)
+                added += max(0, cur.rowcount)
+        return added
 
     def count(self) -> int:
         """Rows stored."""
@@ -94,7 +79,7 @@ class PgDataset:
 
     def count_since(self, watermark: int) -> int:
         """Rows appended after ``watermark`` (a sequence number, e.g. ``DataRange.last_seq``)."""
-        with self.db.connection() as conn:
+        with self.db.statement() as conn:
             row = conn.execute(
                 "SELECT COUNT(*) FROM mlfn_dataset_rows WHERE dataset = %s AND seq > %s",
                 (self.name, watermark),
@@ -103,9 +88,10 @@ class PgDataset:
 
     def watermark(self) -> int:
         """The sequence number of the last row (0 when empty)."""
-        with self.db.connection() as conn:
+        with self.db.statement() as conn:
             row = conn.execute(
-                "SELECT last_seq FROM mlfn_datasets WHERE name = %s", (self.name,)
+                "SELECT COALESCE(MAX(seq), 0) FROM mlfn_dataset_rows WHERE dataset = %s",
+                (self.name,),
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -123,7 +109,7 @@ class PgDataset:
             args.append(upto)
         if labelled_only:
             sql += " AND label IS NOT NULL"
-        with self.db.connection() as conn:
+        with self.db.statement() as conn:
             found = conn.execute(sql + " ORDER BY seq", args).fetchall()
         if not found:
             return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)

@@ -174,7 +174,7 @@ class PgModelStore(ModelStore):
             return self._latest(conn, name)
 
     def latest_token(self, name: str) -> Hashable | None:
-        with self.db.connection() as conn:
+        with self.db.statement() as conn:  # one round trip: every replica polls it
             row = conn.execute(
                 "SELECT latest, moves FROM mlfn_models WHERE name = %s", (name,)
             ).fetchone()
