@@ -103,9 +103,9 @@ class Dev:
 
 def _preprocessing_seconds() -> float:
     """Median time of the preprocess function itself, called in-process."""
-    from eventing.codec import new_event
     from eventing.producer import digits_records
     from functions.preprocess import preprocess
+    from runtime.events import new_event
 
     events = [new_event("dev.knative.kafka.event", "/bench", r) for r in digits_records(200)]
     times = []
@@ -124,10 +124,13 @@ def _trial(
     sample: list[list[float]],
     database_url: str | None = None,
 ) -> dict[str, Any]:
-    from runtime.settings import Settings
+    from runtime.settings import RuntimeSettings
     from runtime.stores import open_stores
 
-    stores = open_stores(Settings(home=dev.home, database_url=database_url))
+    settings = RuntimeSettings().updated(
+        common={"home": dev.home}, models={"database_url": database_url}
+    )
+    stores = open_stores(settings)
     models, dataset = stores.models, stores.datasets.open("digits")
     latest = models.info("digits")
     trained = latest.data.last_seq if latest.data and latest.data.dataset == "digits" else 0

@@ -21,7 +21,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 FRESHNESS_TRIALS = 2
@@ -56,10 +55,11 @@ def _rate(work: Callable[[int], int], threads: int) -> float:
 
 def append_rates(url: str) -> dict[str, float]:
     """rows/s: single-row transactions (1 and 8 threads) and batches of 100."""
-    from runtime.settings import Settings
+    from runtime.settings import RuntimeSettings
     from runtime.stores import close_all, open_stores
 
-    ds = open_stores(Settings(home=Path("/nonexistent"), database_url=url)).datasets.open("bench")
+    settings = RuntimeSettings().updated(models={"database_url": url})
+    ds = open_stores(settings).datasets.open("bench")
     counters = [iter(range(10**9)) for _ in range(8)]
 
     def one(k: int) -> int:

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from eventing import codec
 from eventing.delivery import HttpSender, Response
+from runtime import events
 from runtime.retraining.loop import PING
 from runtime.spec import FunctionSpec
 
@@ -56,10 +56,10 @@ def ping_targets(
     return out
 
 
-def ping_event(target: PingTarget) -> codec.CloudEvent:
+def ping_event(target: PingTarget) -> events.CloudEvent:
     """The CloudEvent a PingSource sends (type ``dev.knative.sources.ping``)."""
     source = f"/apis/v1/namespaces/{target.namespace}/pingsources/{target.name}"
-    return codec.new_event(PING, source, target.data)
+    return events.new_event(PING, source, target.data)
 
 
 class PingSources:
@@ -80,7 +80,7 @@ class PingSources:
 
     def ping(self, target: PingTarget) -> Response:
         """Send one ping now; the answer (errors come back as ``Response(None, ...)``)."""
-        msg = codec.to_http_binary(ping_event(target))
+        msg = events.to_http_binary(ping_event(target))
         r = self._sender.post(target.url, msg, self.timeout_s)
         self.sent += 1
         if not r.ok:

@@ -11,7 +11,7 @@ shared (one connection pool per database URL):
   (:class:`PgModelStore`, :class:`PgDatasetStore`, :class:`PgRetrainState`).
 
 Example:
-    >>> stores = open_stores(Settings(home=tmp_path))  # doctest: +SKIP
+    >>> stores = open_stores(RuntimeSettings())  # doctest: +SKIP
     >>> stores.models.latest("digits")  # doctest: +SKIP
     3
 """
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from runtime.datasets import DatasetsLike, DatasetStore
 from runtime.models.store import LocalModelStore, ModelStore
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
 from runtime.stores.retrain_state import (
     LocalRetrainState,
     PgRetrainState,
@@ -64,20 +64,20 @@ _OPEN: dict[tuple[str, ...], Stores] = {}
 _LOCK = threading.Lock()
 
 
-def _key(settings: Settings) -> tuple[str, ...]:
+def _key(settings: RuntimeSettings) -> tuple[str, ...]:
     # the pid: a forked child (a zygote's instance) opens its own pool, never its parent's
-    if settings.database_url:
-        return (str(os.getpid()), "pg", settings.database_url)
+    if settings.models.database_url:
+        return (str(os.getpid()), "pg", settings.models.database_url)
     return (
         str(os.getpid()),
         "local",
         str(settings.model_store_path),
         str(settings.dataset_store_path),
-        str(settings.home),
+        str(settings.common.home),
     )
 
 
-def open_stores(settings: Settings) -> Stores:
+def open_stores(settings: RuntimeSettings) -> Stores:
     """The stores ``settings`` name, opened on first use and shared by the process."""
     key = _key(settings)
     with _LOCK:
@@ -87,18 +87,19 @@ def open_stores(settings: Settings) -> Stores:
         return stores
 
 
-def _open(settings: Settings) -> Stores:
-    if settings.database_url:
+def _open(settings: RuntimeSettings) -> Stores:
+    url = settings.models.database_url
+    if url:
         from runtime.stores.database import Database
         from runtime.stores.pg_datasets import PgDatasetStore
         from runtime.stores.pg_models import PgModelStore
 
-        db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        db = Database(url, pool_size=settings.models.database_pool_size)
         return Stores(PgModelStore(db), PgDatasetStore(db), PgRetrainState(db), db)
     return Stores(
         LocalModelStore(settings.model_store_path),
         DatasetStore(settings.dataset_store_path),
-        LocalRetrainState(settings.home / "retrain"),
+        LocalRetrainState(settings.common.home / "retrain"),
     )
 
 

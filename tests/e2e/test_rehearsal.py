@@ -26,8 +26,8 @@ from eventing.plane import EventingPlane
 from eventing.producer import EventProducer
 from knative.manifests import RenderOptions, render
 from knative.render import container_env
+from mlfn.settings import Settings
 from runtime.registry import discover
-from runtime.settings import Settings
 from runtime.stores import close_all, open_stores
 from tests.e2e.harness import digits_rows
 from tests.e2e.rehearsal import Pod, ServiceProxy, pod, wait_healthy_pod
@@ -53,7 +53,7 @@ def cluster(tmp_path: Path, database_url: str, bootstrap: str) -> Iterator[dict[
     module = f"{PACKAGE}.pipeline"
     if module in sys.modules:  # the raw topic and policy are read at import
         importlib.reload(sys.modules[module])
-    settings = Settings(functions_package=PACKAGE, namespace=namespace)
+    settings = Settings().updated(common={"functions_package": PACKAGE, "namespace": namespace})
     specs = [fn.spec for fn in discover(PACKAGE)]
     extra = {
         "MLFN_E2E_RAW_TOPIC": raw,
@@ -92,7 +92,7 @@ def cluster(tmp_path: Path, database_url: str, bootstrap: str) -> Iterator[dict[
             "retrain": retrain_service.url,
         }
         plane = EventingPlane(
-            settings.model_copy(update={"partitions": 2}),
+            settings.updated(eventing={"partitions": 2}),
             specs,
             lambda name: sinks[name],
             bootstrap=bootstrap,
@@ -104,7 +104,7 @@ def cluster(tmp_path: Path, database_url: str, bootstrap: str) -> Iterator[dict[
             "proxy": retrain_service,
             "raw": raw,
             "bootstrap": bootstrap,
-            "stores": open_stores(Settings(database_url=database_url)),
+            "stores": open_stores(Settings().updated(models={"database_url": database_url})),
             "start": start,
             "specs": specs,
             "namespace": namespace,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server.app import Request, create_app
-from runtime.settings import Settings
 from runtime.stores import close_all
 from tests.fixtures.postgres import PostgresServer, running_postgres
 from tests.fixtures.waiting import wait_for
@@ -36,7 +36,7 @@ def test_inference_waits_for_the_database_then_serves(
 ) -> None:
     url = own_server.create_database()
     own_server.stop()
-    settings = Settings(home=tmp_path, database_url=url)
+    settings = Settings().updated(common={"home": tmp_path}, models={"database_url": url})
     fn = discover("tests.localplatform.modelfns").get("boot")
     app = create_app(fn, settings)
     try:
@@ -61,7 +61,9 @@ def test_retrain_readiness_and_events_say_the_database_is_down(
     own_server: PostgresServer, tmp_path: Path
 ) -> None:
     url = own_server.create_database()
-    settings = Settings(home=tmp_path, database_url=url, functions_package="functions")
+    settings = Settings().updated(
+        common={"home": tmp_path, "functions_package": "functions"}, models={"database_url": url}
+    )
     fn = discover("functions").get("retrain")
     app = create_app(fn, settings)
     try:

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from mlfn.settings import Settings
 from runtime.datasets import Row
 from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models import ModelHandle
-from runtime.settings import Settings
 from runtime.spec import ModelRef
 from runtime.stores import Stores, close_all, open_stores
 from runtime.stores.database import Database
@@ -29,18 +29,22 @@ def _tiny_model(seed: int = 0) -> LogisticRegression:
     return LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
 
 
+def _settings(home: Path, database_url: str | None = None) -> Settings:
+    return Settings().updated(common={"home": home}, models={"database_url": database_url})
+
+
 @pytest.fixture
 def stores(database_url: str, tmp_path: Path) -> Iterator[Stores]:
-    yield open_stores(Settings(home=tmp_path, database_url=database_url))
+    yield open_stores(_settings(tmp_path, database_url))
     close_all()
 
 
 def test_the_url_chooses_the_store(database_url: str, tmp_path: Path) -> None:
-    local = open_stores(Settings(home=tmp_path))
-    shared = open_stores(Settings(home=tmp_path, database_url=database_url))
+    local = open_stores(_settings(tmp_path))
+    shared = open_stores(_settings(tmp_path, database_url))
     assert type(local.models).__name__ == "LocalModelStore" and local.database is None
     assert isinstance(shared.models, PgModelStore) and shared.database is not None
-    assert open_stores(Settings(home=tmp_path / "x", database_url=database_url)) is shared
+    assert open_stores(_settings(tmp_path / "x", database_url)) is shared
 
 
 def test_publish_load_versions_pointer(stores: Stores) -> None:
@@ -102,7 +106,7 @@ def test_datasets_are_idempotent_and_ordered(stores: Stores) -> None:
     assert data.range.last_seq == 10 and data.y.tolist() == [i % 2 for i in range(10)]
     assert ds.read(after=5, upto=7).ids == ["ev-5", "ev-6"]
     assert len(ds.read(labelled_only=False).ids) == 11
-    other = open_stores(Settings(home=Path("/nonexistent"), database_url=stores.database.url))  # type: ignore[union-attr]
+    other = open_stores(_settings(Path("/nonexistent"), stores.database.url))  # type: ignore[union-attr]
     assert other.datasets.open("digits").count() == 11  # one truth for every replica
 
 
