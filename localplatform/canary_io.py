@@ -1,33 +1,28 @@
-"""Where the canary controller's figures come from and where its decisions go.
+"""Where the local canary controller's figures come from and where its decisions go.
 
-- :func:`parse_metrics` / :func:`scrape`: per-revision requests, 5xx responses and latency
-  from the ``/metrics`` page every ``mlfn serve`` instance exports;
+- :func:`parse_metrics` / :func:`scrape`: per-revision requests, 5xx responses, the
+  latency histogram and the model-quality gauge from the ``/metrics`` page every
+  ``mlfn serve`` instance exports (the same series Flagger's ``MetricTemplate`` queries
+  read on a cluster, see :mod:`knative.manifests.flagger`);
 - :func:`local_reader`, :func:`local_splits`, :class:`LocalTarget`: a running ``mlfn dev``
-  (its status and rollout API), and :func:`start_local`, which ``mlfn dev`` runs;
-- :func:`knative_reader`, :func:`knative_splits`, :class:`KnativeTarget`: a Knative Service
-  on a cluster: its ``status.traffic`` (each tagged target has a URL of its own, whose
-  ``/metrics`` is scraped) and its traffic block (:mod:`knative.rollout`). A scrape through
-  a tag URL reaches one pod of the revision: with several pods the counts are a sample.
+  (its status and rollout API), and :func:`start_local`, which ``mlfn dev`` runs.
+
+On a cluster Flagger does all of this; nothing here talks to one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from localplatform.canary import CanaryDriver, Finder, Reader, RevisionStats, Split
 from runtime.settings import Settings
 from runtime.spec import Rollout
 
-if TYPE_CHECKING:
-    from knative.cluster import Cluster
-
 __all__ = [
-    "KnativeTarget",
     "LocalTarget",
-    "knative_reader",
-    "knative_splits",
     "local_reader",
     "local_splits",
     "parse_metrics",
@@ -39,11 +34,12 @@ log = logging.getLogger("localplatform.canary")
 
 
 def parse_metrics(revision: str, text: str) -> RevisionStats:
-    """Requests, 5xx responses and latency sum from an ``mlfn serve`` ``/metrics`` page."""
+    """Requests, 5xx responses, latency histogram and model quality from a ``/metrics`` page."""
     from prometheus_client.parser import text_string_to_metric_families
 
     requests = errors = 0
-    latency = 0.0
+    buckets: dict[float, int] = {}
+    quality: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "mlfn_requests_total":
@@ -51,9 +47,29 @@ def parse_metrics(revision: str, text: str) -> RevisionStats:
                 requests += n
                 if str(sample.labels.get("code", "")).startswith("5"):
                     errors += n
-            elif sample.name == "mlfn_request_duration_seconds_sum":
-                latency += float(sample.value)
-    return RevisionStats(revision, requests, errors, latency)
+            elif sample.name == "mlfn_request_duration_seconds_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0) + int(sample.value)
+            elif sample.name == "mlfn_model_quality":
+                name = str(sample.labels.get("metric", ""))
+                quality[name] = min(quality.get(name, math.inf), float(sample.value))
+    return RevisionStats(revision, requests, errors, tuple(sorted(buckets.items())), quality)
+
+
+def _add(a: RevisionStats, b: RevisionStats) -> RevisionStats:
+    buckets = dict(a.buckets)
+    for le, n in b.buckets:
+        buckets[le] = buckets.get(le, 0) + n
+    quality = dict(a.quality)
+    for name, v in b.quality.items():
+        quality[name] = min(quality.get(name, math.inf), v)
+    return RevisionStats(
+        a.revision,
+        a.requests + b.requests,
+        a.errors + b.errors,
+        tuple(sorted(buckets.items())),
+        quality,
+    )
 
 
 def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> RevisionStats:
@@ -68,12 +84,7 @@ def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> Revisio
         except OSError as err:
             log.debug("cannot scrape %s: %s", url, err)
             continue
-        total = RevisionStats(
-            revision,
-            total.requests + one.requests,
-            total.errors + one.errors,
-            total.latency_sum + one.latency_sum,
-        )
+        total = _add(total, one)
     return total
 
 
@@ -94,11 +105,10 @@ def local_reader(settings: Settings) -> Reader:
                 if i.get("state") == "ready" and i.get("port")
             ]
             seen = scrape(rev["name"], urls)
+            gateway = int(rev.get("errors", 0))
             out[rev["name"]] = RevisionStats(
-                rev["name"],
-                seen.requests + int(rev.get("errors", 0)),
-                seen.errors + int(rev.get("errors", 0)),
-                seen.latency_sum,
+                rev["name"], seen.requests + gateway, seen.errors + gateway, seen.buckets,
+                seen.quality,
             )
         return out
 
@@ -109,7 +119,7 @@ def local_splits(
     status: Callable[[], dict[str, Any]], rollout_of: Callable[[str], Rollout | None]
 ) -> Finder:
     """Canaries on a running ``mlfn dev``: functions with ``strategy="canary"`` whose
-    latest revision holds a share of traffic strictly between 0 and 100%.
+    latest revision is not the one serving most traffic, beside one that serves.
 
     Args:
         status: the platform's status JSON (``localplatform.control.status``).
@@ -124,21 +134,29 @@ def local_splits(
                 continue
             traffic: dict[str, int] = dict(fn.get("traffic") or {})
             latest = fn.get("latest")
-            if latest is None or not 0 < traffic.get(latest, 0) < 100:
+            if latest is None or traffic.get(latest, 0) >= 100:
                 continue
+            if traffic.get(latest, 0) == 0 and not rollout.iterations:
+                continue  # rolled back (blue/green candidates start at 0 %)
             others = [r for r, pct in traffic.items() if r != latest and pct > 0]
             if others:
-                out.append(Split(name, rollout, latest, others[-1]))
+                stable = max(others, key=traffic.__getitem__)
+                out.append(Split(name, rollout, latest, stable, traffic.get(latest, 0)))
         return out
 
     return find
 
 
 class LocalTarget:
-    """Promote / roll back through the running ``mlfn dev`` (``/_mlfn/rollout``)."""
+    """Weights, promotion and rollback through the running ``mlfn dev`` (``/_mlfn/rollout``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def set_weight(self, function: str, percent: int) -> None:
+        from localplatform.control import rollout
+
+        rollout(self.settings, function, percent=percent, promote=False, rollback=False)
 
     def promote(self, function: str) -> None:
         from localplatform.control import rollout
@@ -151,28 +169,10 @@ class LocalTarget:
         rollout(self.settings, function, percent=None, promote=False, rollback=True)
 
 
-class KnativeTarget:
-    """Promote / roll back a Knative Service's traffic block (:func:`knative.rollout.rollout`)."""
-
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-
-    def promote(self, function: str) -> None:
-        from knative.rollout import rollout
-
-        rollout(self.cluster, function, self.namespace, "promote")
-
-    def rollback(self, function: str) -> None:
-        from knative.rollout import rollout
-
-        rollout(self.cluster, function, self.namespace, "rollback")
-
-
 def start_local(settings: Settings, rollout_of: Callable[[str], Rollout | None]) -> CanaryDriver:
     """The canary controller of a running ``mlfn dev``: finds canary splits through its
-    status API, reads each revision's counters, promotes or rolls back through its
-    rollout API. ``mlfn dev`` starts it once its gateway answers; stop it before the gateway.
+    status API, reads each revision's counters, moves traffic through its rollout API.
+    ``mlfn dev`` starts it once its gateway answers; stop it before the gateway.
     """
     from localplatform.control import status
 
@@ -180,53 +180,7 @@ def start_local(settings: Settings, rollout_of: Callable[[str], Rollout | None])
         local_reader(settings),
         LocalTarget(settings),
         tick_seconds=settings.loop_canary_tick_seconds,
+        interval_seconds=settings.loop_canary_interval_seconds,
         find=local_splits(lambda: status(settings), rollout_of),
     )
     return driver.start()
-
-
-def _ksvc(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:
-    from knative.manifests.common import KSVC_API
-
-    ref = {
-        "apiVersion": KSVC_API,
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-    }
-    found = cluster.get(ref)
-    if found is None:
-        raise ValueError(f"no Knative Service {name!r} in namespace {namespace!r}")
-    return found
-
-
-def knative_reader(cluster: Cluster, namespace: str) -> Reader:
-    """Per-revision counters of a Knative Service, through the URL of each tagged target."""
-
-    def read(function: str) -> dict[str, RevisionStats]:
-        traffic = (_ksvc(cluster, function, namespace).get("status") or {}).get("traffic") or []
-        return {
-            t["revisionName"]: scrape(t["revisionName"], [t["url"]])
-            for t in traffic
-            if t.get("revisionName") and t.get("url")
-        }
-
-    return read
-
-
-def knative_splits(cluster: Cluster, namespace: str, rollouts: dict[str, Rollout]) -> Finder:
-    """Canaries on a cluster: Services with ``strategy="canary"`` whose ``candidate`` tag
-    (set by ``mlfn rollout --percent``) holds a share strictly between 0 and 100%."""
-
-    def find() -> list[Split]:
-        out = []
-        for name, rollout in rollouts.items():
-            if rollout.strategy != "canary":
-                continue
-            traffic = (_ksvc(cluster, name, namespace).get("status") or {}).get("traffic") or []
-            tags = {t.get("tag"): t for t in traffic}
-            cand, cur = tags.get("candidate"), tags.get("current")
-            if cand and cur and 0 < int(cand.get("percent", 0)) < 100:
-                out.append(Split(name, rollout, cand["revisionName"], cur["revisionName"]))
-        return out
-
-    return find

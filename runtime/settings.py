@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     )
     ready_timeout_seconds: float = Field(
         default=120.0, gt=0, description="how long `mlfn invoke` waits for the model to load"
+    )
+
+    revision: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFN_REVISION", "K_REVISION"),
+        description="the revision this server belongs to (Knative sets K_REVISION); "
+        "a `revision` label on every metric",
     )
 
     # --- models -----------------------------------------------------------------
@@ -131,6 +138,12 @@ class Settings(BaseSettings):
     )
     loop_canary_tick_seconds: float = Field(
         default=1.0, gt=0, description="how often the local canary controller reads metrics"
+    )
+    loop_canary_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="local platform only: every canary's analysis interval (tests, demos); "
+        "unset: each function's rollout.interval, as Flagger runs it",
     )
 
     @property
