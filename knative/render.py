@@ -49,6 +49,9 @@ def options_from(
         partitions=settings.partitions,
         replication_factor=settings.kafka_replication_factor,
         env={**container_env(settings), "MLFN_NAMESPACE": namespace or settings.namespace},
+        metrics_scrape=settings.metrics_scrape,
+        monitoring_namespace=settings.monitoring_namespace,
+        prometheus_url=settings.prometheus_url,
     )
 
 

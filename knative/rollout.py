@@ -14,12 +14,15 @@ revision pinned to that version and Flagger analyses it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from knative.cluster import Cluster
 from knative.errors import ClusterError
 from knative.manifests.common import KSVC_API, Obj
+from runtime.function import MODEL_PUBLISHED
 
 __all__ = [
     "MODEL_VERSION_ENV",
@@ -27,6 +30,7 @@ __all__ = [
     "KnativeTarget",
     "RolloutResult",
     "pin_model_version",
+    "version_from_event",
     "pinned_template",
     "rollout",
     "traffic_block",
@@ -180,7 +184,11 @@ def pin_model_version(cluster: Cluster, name: str, namespace: str, version: int)
     Raises:
         ClusterError: no such Service.
     """
-    ref: Obj = {"apiVersion": KSVC_API, "kind": "Service", "metadata": {"name": name, "namespace": namespace}}
+    ref: Obj = {
+        "apiVersion": KSVC_API,
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+    }
     ksvc = cluster.get(ref)
     if ksvc is None:
         raise ClusterError(
@@ -198,3 +206,25 @@ def pin_model_version(cluster: Cluster, name: str, namespace: str, version: int)
         "spec": {"template": template},
     }
     return cluster.apply(body)
+
+
+def version_from_event(path: Path) -> int:
+    """The model version of a structured ``mlfn.model.published`` CloudEvent in ``path``.
+
+    Raises:
+        ClusterError: the file cannot be read, is not such an event, or names no version.
+    """
+    try:
+        event = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ClusterError(f"cannot read the published event in {path}: {err}") from err
+    if not isinstance(event, dict):
+        event = {}
+    data = event.get("data")
+    version = data.get("version") if isinstance(data, dict) else None
+    if event.get("type") != MODEL_PUBLISHED or not isinstance(version, int) or version < 1:
+        raise ClusterError(
+            f"{path} is not an {MODEL_PUBLISHED} event with a data.version of 1 or more "
+            f"(type {event.get('type')!r}, version {version!r}); nothing to pin"
+        )
+    return version

@@ -7,6 +7,7 @@ Each package owns a section below; add fields to your own section only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,6 +100,18 @@ class Settings(BaseSettings):
         default="kourier-system", description="namespace of the Knative ingress gateway"
     )
     deploy_timeout_seconds: float = Field(default=300.0, gt=0, description="wait for Ready")
+    metrics_scrape: Literal["annotations", "podmonitor", "none"] = Field(
+        default="annotations",
+        description="how Prometheus scrapes functions on a cluster: prometheus.io pod "
+        "annotations, a PodMonitor (Prometheus Operator), or none",
+    )
+    monitoring_namespace: str = Field(
+        default="monitoring", description="namespace of Prometheus (allowed to scrape functions)"
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring:9090",
+        description="Prometheus as Flagger reaches it (the canaries' MetricTemplates)",
+    )
 
     # --- local platform ---------------------------------------------------------
     domain: str = Field(default="example.com", description="host suffix <fn>.<ns>.<domain>")

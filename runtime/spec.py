@@ -334,6 +334,15 @@ class FunctionSpec(_Frozen):
             )
         return v
 
+    @model_validator(mode="after")
+    def _quality_needs_a_model(self) -> FunctionSpec:
+        if self.rollout.min_model_quality is not None and self.model is None:
+            raise ValueError(
+                f"rollout.min_model_quality is set but {self.name} serves no model; "
+                "give it model=... or drop min_model_quality"
+            )
+        return self
+
     @property
     def is_gpu(self) -> bool:
         return self.resources.gpus > 0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from eventing.naming import dns_name
 from runtime.spec import Delivery, FunctionSpec, format_iso_duration
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "KSVC_API",
     "Obj",
     "RenderOptions",
+    "ScrapeMode",
     "delivery_spec",
     "dns_name",
     "is_topic",
@@ -40,7 +41,9 @@ KNATIVE_NAMESPACES = ("knative-serving", "knative-eventing")
 JOB_EVENT_DIR = "/etc/jobsink-event"
 """Where Knative's JobSink mounts the event that started the job."""
 
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+ScrapeMode = Literal["annotations", "podmonitor", "none"]
+"""How Prometheus finds the functions' ``/metrics``: ``prometheus.io/*`` pod annotations,
+a ``PodMonitor`` (Prometheus Operator), or not at all."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class RenderOptions:
         partitions: partitions of the broker topic.
         replication_factor: replicas of the broker topic.
         env: ``MLFN_*`` settings passed to every container.
+        metrics_scrape: how Prometheus scrapes the functions (see :data:`ScrapeMode`).
+        monitoring_namespace: namespace of Prometheus (ingress policy for its scrapes).
+        prometheus_url: where Flagger's MetricTemplates query Prometheus.
     """
 
     namespace: str = "default"
@@ -71,16 +77,13 @@ class RenderOptions:
     partitions: int = 4
     replication_factor: int = 3
     env: Mapping[str, str] = field(default_factory=dict)
+    metrics_scrape: ScrapeMode = "annotations"
+    monitoring_namespace: str = "monitoring"
+    prometheus_url: str = "http://prometheus-operated.monitoring:9090"
 
     def image_for(self, spec: FunctionSpec) -> str:
         """The image that runs ``spec``: the CUDA variant for GPU functions."""
         return self.images["cuda" if spec.is_gpu else "cpu"]
-
-
-def dns_name(*parts: str, limit: int = 63) -> str:
-    """A DNS-1123 label from ``parts`` (``dns_name("predict", "digits.raw")`` -> ``predict-digits-raw``)."""
-    text = _NOT_DNS.sub("-", "-".join(parts).lower()).strip("-")
-    return text[:limit].rstrip("-") or "x"
 
 
 def labels(function: str | None = None) -> dict[str, str]:

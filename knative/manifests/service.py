@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from knative.manifests.common import CONTAINER_PORT, KSVC_API, Obj, RenderOptions, metadata
+from knative.manifests.monitoring import scrape_annotations
 from runtime.spec import FunctionSpec, Scaling, Toleration, format_go_duration
 
 __all__ = [
@@ -173,7 +174,7 @@ def build_service(spec: FunctionSpec, opts: RenderOptions) -> Obj:
     }
     template_meta: Obj = {
         "labels": metadata(spec.name, opts.namespace, spec.name)["labels"],
-        "annotations": autoscaling_annotations(spec),
+        "annotations": {**autoscaling_annotations(spec), **scrape_annotations(opts)},
     }
     return {
         "apiVersion": KSVC_API,
