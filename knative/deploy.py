@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from knative.cluster import Cluster, Readiness, kind_of
 from knative.manifests.common import KNATIVE_NAMESPACES, Obj
 
-__all__ = ["APPLY_RANK", "ObjectStatus", "apply_all", "apply_order", "delete_all", "keep_pin", "service_status"]
+__all__ = [
+    "APPLY_RANK",
+    "ObjectStatus",
+    "apply_all",
+    "apply_order",
+    "delete_all",
+    "keep_pin",
+    "service_status",
+]
 
 APPLY_RANK: dict[str, int] = {
     "ConfigMap": 0,
@@ -57,12 +65,15 @@ def keep_pin(obj: Obj, live: Obj | None) -> Obj:
         return obj
     pins = [e.get("value") for e in env if e.get("name") == MODEL_VERSION_ENV]
     rendered = obj["spec"]["template"]["spec"]["containers"][0].get("env") or []
-    if not pins or not str(pins[0]).isdigit() or any(
-        e.get("name") == MODEL_VERSION_ENV for e in rendered
+    if (
+        not pins
+        or not str(pins[0]).isdigit()
+        or any(e.get("name") == MODEL_VERSION_ENV for e in rendered)
     ):
         return obj
     template = pinned_template(obj["spec"]["template"], int(pins[0]))
     return {**obj, "spec": {**obj["spec"], "template": template}}
+
 
 Progress = Callable[[str], None]
 

@@ -30,10 +30,10 @@ __all__ = [
     "KnativeTarget",
     "RolloutResult",
     "pin_model_version",
-    "version_from_event",
     "pinned_template",
     "rollout",
     "traffic_block",
+    "version_from_event",
 ]
 
 Action = Literal["percent", "promote", "rollback"]

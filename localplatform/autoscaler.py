@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from runtime.spec import Scaling
+from runtime.spec import HPA_CLASS, Scaling
 
 __all__ = ["Autoscaler", "ConcurrencyWindow", "Decision", "LocalDefaults", "Policy"]
 
@@ -73,6 +73,11 @@ class Policy:
         default, so a plain function scales to zero in seconds on a laptop.
         """
         explicit = scaling.model_fields_set
+        # The HPA class (cpu or memory) has no signal on a laptop: scale on concurrency
+        # with the default target, and never to zero, as Knative's HPA class never does.
+        hpa = scaling.autoscaler_class == HPA_CLASS
+        target = Scaling.model_fields["target"].default if hpa else scaling.target
+        min_scale = max(1, scaling.min_scale) if hpa else scaling.min_scale
         stable = (
             scaling.stable_window.total_seconds()
             if "stable_window" in explicit
@@ -80,12 +85,12 @@ class Policy:
         )
         max_scale = scaling.max_scale or local.max_instances
         return cls(
-            target=scaling.target,
+            target=target,
             utilization=scaling.target_utilization_percentage / 100.0,
             stable_window=stable,
             panic_window=stable * scaling.panic_window_percentage / 100.0,
             panic_threshold=scaling.panic_threshold_percentage / 100.0,
-            min_scale=min(scaling.min_scale, max_scale),
+            min_scale=min(min_scale, max_scale),
             max_scale=max_scale,
             initial_scale=min(scaling.initial_scale, max_scale),
             scale_down_delay=_seconds(scaling.scale_down_delay),

@@ -107,7 +107,10 @@ def local_reader(settings: Settings) -> Reader:
             seen = scrape(rev["name"], urls)
             gateway = int(rev.get("errors", 0))
             out[rev["name"]] = RevisionStats(
-                rev["name"], seen.requests + gateway, seen.errors + gateway, seen.buckets,
+                rev["name"],
+                seen.requests + gateway,
+                seen.errors + gateway,
+                seen.buckets,
                 seen.quality,
             )
         return out
@@ -119,7 +122,8 @@ def local_splits(
     status: Callable[[], dict[str, Any]], rollout_of: Callable[[str], Rollout | None]
 ) -> Finder:
     """Canaries on a running ``mlfn dev``: functions with ``strategy="canary"`` whose
-    latest revision is not the one serving most traffic, beside one that serves.
+    latest revision is not the one serving most traffic, beside one that serves, once the
+    latest has a ready instance (Flagger too waits for the canary to be ready).
 
     Args:
         status: the platform's status JSON (``localplatform.control.status``).
@@ -138,6 +142,10 @@ def local_splits(
                 continue
             if traffic.get(latest, 0) == 0 and not rollout.iterations:
                 continue  # rolled back (blue/green candidates start at 0 %)
+            revs = {r.get("name"): r for r in fn.get("revisions") or []}
+            instances = (revs.get(latest) or {}).get("instances") or []
+            if latest in revs and not any(i.get("state") == "ready" for i in instances):
+                continue  # as Flagger, the analysis starts once the candidate is ready
             others = [r for r, pct in traffic.items() if r != latest and pct > 0]
             if others:
                 stable = max(others, key=traffic.__getitem__)

@@ -281,7 +281,9 @@ class Rollout(_Frozen):
     @classmethod
     def _metric_label(cls, v: str) -> str:
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", v):
-            raise ValueError(f"quality_metric {v!r} must be a Prometheus label value of [a-zA-Z0-9_]")
+            raise ValueError(
+                f"quality_metric {v!r} must be a Prometheus label value of [a-zA-Z0-9_]"
+            )
         return v
 
     @model_validator(mode="after")

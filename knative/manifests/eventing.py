@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from eventing.naming import SOURCE_EXTENSION, source_group, source_name, trigger_name
 from knative.manifests.common import (
     JOB_EVENT_DIR,
     JOBSINK_API,
@@ -31,7 +32,6 @@ from knative.manifests.common import (
     metadata,
     subscriber_ref,
 )
-from eventing.naming import SOURCE_EXTENSION, source_group, source_name, trigger_name
 from knative.manifests.service import container, pod_placement, tmp_volume
 from runtime.spec import FunctionSpec, KafkaSource, Subscription
 

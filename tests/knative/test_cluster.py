@@ -65,10 +65,7 @@ def test_deploy_server_side_applies_each_object_and_reports_urls(
     paths = [r.path for r in patches]
     assert "/api/v1/namespaces/knative-serving/configmaps/config-features" in paths
     assert "/apis/serving.knative.dev/v1/namespaces/ml/services/preprocess" in paths
-    assert (
-        "/apis/sources.knative.dev/v1beta1/namespaces/ml/kafkasources/preprocess"
-        in paths
-    )
+    assert "/apis/sources.knative.dev/v1beta1/namespaces/ml/kafkasources/preprocess" in paths
     assert "/apis/eventing.knative.dev/v1alpha1/namespaces/ml/kafkasinks/topic-digits-dlq" in paths
     discovery = {r.path for r in stub.requests if r.method == "GET" and r.path.count("/") <= 3}
     assert {

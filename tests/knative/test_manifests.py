@@ -194,7 +194,9 @@ def test_plain_functions_get_a_tokenless_account_and_no_role(rendered: Rendered)
 
 
 def test_only_the_model_pin_job_of_a_canary_may_patch_its_service(rendered: Rendered) -> None:
-    assert find(rendered.all(), "ServiceAccount", "retrain")["automountServiceAccountToken"] is False
+    assert (
+        find(rendered.all(), "ServiceAccount", "retrain")["automountServiceAccountToken"] is False
+    )
     role = find(rendered.all(), "Role", "predict-pin")
     assert role["rules"] == [
         {

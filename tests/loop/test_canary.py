@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
-
-import math
 
 from localplatform.canary import CanaryController, CanaryDriver, RevisionStats, histogram_quantile
 from runtime.spec import Rollout
@@ -243,7 +242,10 @@ def test_the_driver_finds_new_canaries_and_judges_each_candidate_once() -> None:
     find = local_splits(lambda: state, policies.get)
     [split] = find()
     assert (split.function, split.candidate, split.stable, split.weight) == (
-        "predict", "p-2", "p-1", 20
+        "predict",
+        "p-2",
+        "p-1",
+        20,
     )
 
     now = [0.0]
