@@ -240,7 +240,7 @@ def check_20(loc: str, clu: str) -> None:
         [_specs()[2].model_copy(update={"rollout": Rollout(strategy="canary", iterations=3)})],
         RenderOptions(namespace=NS),
     ).all()
-    assert [o for o in blue_green if o["kind"] == "Canary"][0]["spec"]["analysis"]["iterations"]
+    assert next(o for o in blue_green if o["kind"] == "Canary")["spec"]["analysis"]["iterations"]
 
 
 def check_21(loc: str, clu: str) -> None:
@@ -266,9 +266,12 @@ def check_25(loc: str, clu: str) -> None:
         "name": "predict-pin",
         "namespace": NS,
     }
-    assert "--pin-event" in obj("JobSink", "predict-pin")["spec"]["job"]["spec"]["template"][
-        "spec"
-    ]["containers"][0]["args"]
+    assert (
+        "--pin-event"
+        in obj("JobSink", "predict-pin")["spec"]["job"]["spec"]["template"]["spec"]["containers"][
+            0
+        ]["args"]
+    )
     assert code(clu)[:2] == ["predict-pin", "predict-pin"]
 
 
@@ -309,5 +312,5 @@ def test_every_checked_row_has_a_check_and_every_check_a_row() -> None:
 
 @pytest.mark.parametrize("number", sorted(CHECKS))
 def test_the_row_is_true_of_the_code(number: int) -> None:
-    behaviour, loc, clu, _ = rows()[number]
+    _behaviour, loc, clu, _ = rows()[number]
     CHECKS[number](loc, clu)
