@@ -7,7 +7,7 @@
 - :func:`local_reader`, :func:`local_splits`, :class:`LocalTarget`: a running ``mlfn dev``
   (its status and rollout API), and :func:`start_local`, which ``mlfn dev`` runs.
 
-On a cluster Flagger does all of this; nothing here talks to one.
+On a cluster, canary analysis is Flagger's job; nothing here talks to Knative.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import urllib3
+
 from localplatform.canary import CanaryDriver, Finder, Reader, RevisionStats, Split
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
 from runtime.spec import Rollout
 
 __all__ = [
@@ -74,21 +76,19 @@ def _add(a: RevisionStats, b: RevisionStats) -> RevisionStats:
 
 def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> RevisionStats:
     """Sum the ``/metrics`` of every instance of a revision (unreachable ones count zero)."""
-    import urllib.request
-
     total = RevisionStats(revision)
     for url in urls:
         try:
-            with urllib.request.urlopen(f"{url}/metrics", timeout=timeout_s) as resp:
-                one = parse_metrics(revision, resp.read().decode())
-        except OSError as err:
+            resp = urllib3.request("GET", f"{url}/metrics", timeout=timeout_s, retries=False)
+            one = parse_metrics(revision, resp.data.decode())
+        except (urllib3.exceptions.HTTPError, ValueError) as err:
             log.debug("cannot scrape %s: %s", url, err)
             continue
         total = _add(total, one)
     return total
 
 
-def local_reader(settings: Settings) -> Reader:
+def local_reader(settings: LocalRoot) -> Reader:
     """Per-revision counters of a running ``mlfn dev``: its instances' ``/metrics``, plus
     the errors the gateway answered itself (502/504) that no instance saw."""
     from localplatform.control import status
@@ -158,7 +158,7 @@ def local_splits(
 class LocalTarget:
     """Weights, promotion and rollback through the running ``mlfn dev`` (``/_mlfn/rollout``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalRoot) -> None:
         self.settings = settings
 
     def set_weight(self, function: str, percent: int) -> None:
@@ -177,7 +177,7 @@ class LocalTarget:
         rollout(self.settings, function, percent=None, promote=False, rollback=True)
 
 
-def start_local(settings: Settings, rollout_of: Callable[[str], Rollout | None]) -> CanaryDriver:
+def start_local(settings: LocalRoot, rollout_of: Callable[[str], Rollout | None]) -> CanaryDriver:
     """The canary controller of a running ``mlfn dev``: finds canary splits through its
     status API, reads each revision's counters, moves traffic through its rollout API.
     ``mlfn dev`` starts it once its gateway answers; stop it before the gateway.
@@ -187,8 +187,8 @@ def start_local(settings: Settings, rollout_of: Callable[[str], Rollout | None])
     driver = CanaryDriver(
         local_reader(settings),
         LocalTarget(settings),
-        tick_seconds=settings.loop_canary_tick_seconds,
-        interval_seconds=settings.loop_canary_interval_seconds,
+        tick_seconds=settings.loop.canary_tick_seconds,
+        interval_seconds=settings.loop.canary_interval_seconds,
         find=local_splits(lambda: status(settings), rollout_of),
     )
     return driver.start()

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from eventing import codec
 from eventing.codec import KafkaRecord
 from eventing.dispatcher import DispatcherConfig
 from eventing.filters import compile_trigger
@@ -23,7 +22,8 @@ from eventing.plane import plan
 from eventing.records import RecordOrigin, record_to_event
 from knative.manifests import RenderOptions, render
 from knative.manifests.common import Obj
-from runtime.settings import Settings
+from mlfn.settings import Settings
+from runtime import events
 from runtime.spec import FunctionSpec, Rollout
 
 pytestmark = pytest.mark.unit
@@ -68,7 +68,8 @@ def _specs() -> list[FunctionSpec]:
 
 @cache
 def local() -> dict[str, DispatcherConfig]:
-    settings = Settings(namespace=NS)
+    base = Settings()
+    settings = base.model_copy(update={"common": base.common.model_copy(update={"namespace": NS})})
     return {c.name: c for c in plan(_specs(), settings, lambda fn: f"http://127.0.0.1/{fn}")}
 
 
@@ -92,7 +93,7 @@ def obj(kind: str, name: str | None = None, *, function: str | None = None) -> O
 def wrapped(headers: list[tuple[str, bytes]] | None = None) -> dict[str, Any]:
     origin = RecordOrigin(NS, "preprocess", "digits.raw", 2, 41, 1_700_000_000_000)
     rec = KafkaRecord(value=b'{"a": 1}', key=b"k", headers=headers or [])
-    return codec.attributes(record_to_event(rec, origin, max_bytes=1 << 20))
+    return events.attributes(record_to_event(rec, origin, max_bytes=1 << 20))
 
 
 def rows() -> dict[int, tuple[str, str, str, bool]]:
@@ -177,7 +178,7 @@ def check_9(loc: str, clu: str) -> None:
         headers=[("content-type", b"application/cloudevents+json")],
     )
     origin = RecordOrigin(NS, "preprocess", "digits.raw", 0, 0)
-    attrs = codec.attributes(record_to_event(ce, origin, max_bytes=1 << 20))
+    attrs = events.attributes(record_to_event(ce, origin, max_bytes=1 << 20))
     assert (attrs["type"], attrs["source"], attrs["id"]) == ("my.own", "/x", "1")
     # ... and, stamped by the KafkaSource's ceOverrides, passes the cluster's Trigger
     stamped = {**attrs, **obj("KafkaSource")["spec"]["ceOverrides"]["extensions"]}
@@ -276,11 +277,20 @@ def check_25(loc: str, clu: str) -> None:
 
 
 def check_27(loc: str, clu: str) -> None:
-    from localplatform.autoscaler import LocalDefaults, Policy
+    from localplatform.autoscaler import Policy
+    from localplatform.effective import effective_spec
+    from localplatform.settings import PlatformSettings
     from runtime.spec import Scaling
 
-    hpa = Scaling(autoscaler_class="hpa.autoscaling.knative.dev", metric="cpu", target=80)
-    policy = Policy.from_scaling(hpa, LocalDefaults())
+    spec = FunctionSpec(
+        name="hpa",
+        kind="http",
+        module="m",
+        entrypoint="f",
+        scaling={"autoscaler_class": "hpa.autoscaling.knative.dev", "metric": "cpu", "target": 80},
+    )
+    platform = PlatformSettings()
+    policy = Policy.from_scaling(effective_spec(spec, platform).scaling, platform)
     assert policy.target == Scaling().target and policy.min_scale == 1
     assert "never below 1" in loc and "never below 1" in clu
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from eventing.naming import dns_name
+from eventing.settings import EventingSettings
+from knative.settings import KnativeSettings
+from runtime.settings import CommonSettings, default_of
 from runtime.spec import Delivery, FunctionSpec, format_iso_duration
 
 __all__ = [
@@ -64,22 +67,22 @@ class RenderOptions:
         prometheus_url: where Flagger's MetricTemplates query Prometheus.
     """
 
-    namespace: str = "default"
+    namespace: str = default_of(CommonSettings, "namespace")
     images: Mapping[str, str] = field(
         default_factory=lambda: {
             "cpu": "registry.local/mlfn/mlfn:latest",
             "cuda": "registry.local/mlfn/mlfn-cuda:latest",
         }
     )
-    bootstrap_servers: str = "my-cluster-kafka-bootstrap.kafka:9092"
-    kafka_namespace: str = "kafka"
-    ingress_namespace: str = "kourier-system"
-    partitions: int = 4
-    replication_factor: int = 3
+    bootstrap_servers: str = default_of(KnativeSettings, "kafka_bootstrap_servers")
+    kafka_namespace: str = default_of(KnativeSettings, "kafka_namespace")
+    ingress_namespace: str = default_of(KnativeSettings, "ingress_namespace")
+    partitions: int = default_of(EventingSettings, "partitions")
+    replication_factor: int = default_of(KnativeSettings, "kafka_replication_factor")
     env: Mapping[str, str] = field(default_factory=dict)
-    metrics_scrape: ScrapeMode = "annotations"
-    monitoring_namespace: str = "monitoring"
-    prometheus_url: str = "http://prometheus-operated.monitoring:9090"
+    metrics_scrape: ScrapeMode = default_of(KnativeSettings, "metrics_scrape")  # noqa: RUF009 (a str)
+    monitoring_namespace: str = default_of(KnativeSettings, "monitoring_namespace")
+    prometheus_url: str = default_of(KnativeSettings, "prometheus_url")
 
     def image_for(self, spec: FunctionSpec) -> str:
         """The image that runs ``spec``: the CUDA variant for GPU functions."""
