@@ -12,6 +12,9 @@ Semantics (Knative's, plus durable retry state and batching):
 - With ``batch``, up to N events (or what arrived within T ms) of one partition go in one
   ``application/cloudevents-batch+json`` request.
 - A CloudEvent in the response (a reply) is produced to ``reply_topic`` in binary mode.
+- Every delivered event gets the extensions Knative's Kafka dispatcher adds
+  (``knativekafkapartition``, ``knativekafkaoffset``: where the record was read) and the
+  config's ``extensions`` (a KafkaSource's ``ceOverrides``), before filters see it.
 
 Threads: one consumer thread owns the Kafka consumer (poll, commit, pause); rebalance
 callbacks run on kafka-python's IO thread during a poll and only swap lanes; a pool of
@@ -67,6 +70,8 @@ class DispatcherConfig:
     batch: EventBatch | None = None
     initial_offset: Literal["earliest", "latest"] = "earliest"
     filter: Predicate | None = None
+    extensions: tuple[tuple[str, str], ...] = ()
+    """Extensions set on every event (a KafkaSource's ``ceOverrides.extensions``)."""
     reply_topic: str | None = None
     max_in_flight: int = default_of(EventingSettings, "max_in_flight")
     max_record_bytes: int = default_of(EventingSettings, "max_record_bytes")
@@ -395,6 +400,12 @@ class Dispatcher:
                 ):
                     return False
                 continue
+            ev = events.with_attributes(
+                ev,
+                knativekafkapartition=str(c.partition),
+                knativekafkaoffset=str(c.offset),
+                **dict(cfg.extensions),
+            )
             if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                 self.stats.add("filtered")
                 continue

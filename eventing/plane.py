@@ -7,11 +7,10 @@ the platform serves that function:
     ...                       bootstrap=broker.bootstrap)    # doctest: +SKIP
     >>> plane.start(); plane.stats(); plane.stop()          # doctest: +SKIP
 
-Naming follows Knative: a KafkaSource is named after its function (``<fn>``, or
-``<fn>-<i>`` when a function has several) and its consumer group defaults to
-``mlfn-<ns>-<source>``; a trigger ``<fn>-<broker>`` (``-<i>`` when several) reads the
-broker topic ``knative-broker-<ns>-<broker>`` with the group ``knative-trigger-<ns>-<trigger>``.
-Replies of a function go to the topic of its ``reply_to_broker``.
+Names, consumer groups and the ``mlfnsource`` extension come from :mod:`eventing.naming`,
+which the rendered Knative objects use too; a trigger reads the broker topic
+``knative-broker-<ns>-<broker>``. Replies of a function go to the topic of its
+``reply_to_broker``.
 """
 
 from __future__ import annotations
@@ -25,6 +24,13 @@ from eventing._kafka import ensure_topics
 from eventing.broker import broker_topic
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.filters import compile_trigger
+from eventing.naming import (
+    SOURCE_EXTENSION,
+    source_group,
+    source_name,
+    trigger_group,
+    trigger_name,
+)
 from eventing.settings import EventingRoot
 from eventing.stats import DispatchStats, EventingCollector
 from runtime.registry import Registry
@@ -55,12 +61,13 @@ def plan(
     for spec in specs:
         reply = broker_topic(ns, spec.reply_to_broker) if spec.reply_to_broker else None
         for i, src in enumerate(spec.sources):
-            name = src.name or (spec.name if len(spec.sources) == 1 else f"{spec.name}-{i}")
+            name = source_name(spec, i, src)
             out.append(
                 DispatcherConfig(
                     name=name,
                     topics=src.topics,
-                    group=src.consumer_group or f"mlfn-{ns}-{name}",
+                    group=source_group(ns, name, src),
+                    extensions=((SOURCE_EXTENSION, name),),
                     sink=sink_for(spec.name),
                     kind="source",
                     ordering=src.ordering,
@@ -72,14 +79,12 @@ def plan(
                 )
             )
         for i, sub in enumerate(spec.subscriptions):
-            name = sub.name or (
-                f"{spec.name}-{sub.broker}" if len(spec.subscriptions) == 1 else f"{spec.name}-{i}"
-            )
+            name = trigger_name(spec, i, sub)
             out.append(
                 DispatcherConfig(
                     name=name,
                     topics=(broker_topic(ns, sub.broker),),
-                    group=f"knative-trigger-{ns}-{name}",
+                    group=trigger_group(ns, name),
                     sink=sink_for(spec.name),
                     kind="trigger",
                     ordering="unordered",  # Knative triggers deliver unordered by default

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from eventing import codec
 from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
+from eventing.naming import kafka_source_uri
 from runtime import events
 from runtime.events import CloudEvent
 
@@ -34,7 +35,8 @@ KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 ERROR_DATA_LIMIT = 1024
 """Bytes of the response body kept in ``knativeerrordata`` (before base64), as Knative."""
 
-_NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]")
+_NOT_HEADER_CHAR = re.compile(r"[^a-z0-9]")
+"""What Knative drops from a lower-cased header name to make an extension name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class RecordOrigin:
 
 
 def _source(o: RecordOrigin) -> str:
-    return f"/apis/v1/namespaces/{o.namespace}/kafkasources/{o.source_name}#{o.topic}"
+    return kafka_source_uri(o.namespace, o.source_name, o.topic)
 
 
 def _header(record: KafkaRecord, name: str) -> bytes | None:
@@ -65,10 +67,12 @@ def wrap_record(record: KafkaRecord, origin: RecordOrigin) -> CloudEvent:
 
     type ``dev.knative.kafka.event``; source ``/apis/v1/namespaces/<ns>/kafkasources/<name>#<topic>``;
     id ``partition:<p>/offset:<o>``; subject ``partition:<p>#<o>``; the key (UTF-8) in the
-    ``key`` and ``partitionkey`` extensions; each header as ``kafkaheader<name>`` (name
-    lower-cased, characters other than letters and digits removed, as CloudEvents
-    extension names require); time: the record's timestamp. The value is the data, unchanged; a ``content-type``
-    header becomes ``datacontenttype``.
+    ``key`` and ``partitionkey`` extensions; each header but ``content-type`` as
+    ``kafkaheader<name>`` (name lower-cased, then every character other than ``a-z0-9``
+    removed, as CloudEvents extension names require); time: the record's timestamp. The
+    value is the data, unchanged; the ``content-type`` header becomes ``datacontenttype``,
+    lower-cased (Knative's ``InvalidCloudEventInterceptor``, eventing-kafka-broker
+    7d8fe89f4b5e).
     """
     attrs: dict[str, str] = {
         "specversion": "1.0",
@@ -85,12 +89,14 @@ def wrap_record(record: KafkaRecord, origin: RecordOrigin) -> CloudEvent:
         attrs["key"] = key
         attrs["partitionkey"] = key
     for name, value in record.headers:
-        ext = "kafkaheader" + _NOT_ALNUM.sub("", name).lower()
+        if name.lower() == "content-type":
+            continue  # Knative carries it as datacontenttype only
+        ext = "kafkaheader" + _NOT_HEADER_CHAR.sub("", name.lower())
         attrs[ext] = value.decode("utf-8", "replace")
     ctype = _header(record, "content-type")
     data: object = record.value
     if ctype is not None:
-        attrs["datacontenttype"] = ctype.decode("latin-1")
+        attrs["datacontenttype"] = ctype.decode("utf-8", "replace").lower()
     return CloudEvent(attrs, data)
 
 

@@ -44,6 +44,8 @@ class Kind:
 _SERVING = "Knative Serving (CRDs: knative/serving 98e5ef90aa70)"
 _EVENTING = "Knative Eventing (CRDs: knative/eventing 8cf4c4b67303)"
 _KAFKA = "Knative's Kafka extension eventing-kafka-broker (CRDs: 7d8fe89f4b5e)"
+_FLAGGER = "Flagger, provider knative (CRDs: fluxcd/flagger 15bd6ad555e6)"
+_OPERATOR = "the Prometheus Operator (or set MLFN_METRICS_SCRAPE=annotations)"
 
 KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "ConfigMap"): Kind("configmaps"),
@@ -68,6 +70,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("eventing.knative.dev/v1alpha1", "KafkaSink"): Kind(
         "kafkasinks", has_ready=True, provider=_KAFKA
     ),
+    ("flagger.app/v1beta1", "MetricTemplate"): Kind("metrictemplates", provider=_FLAGGER),
+    ("flagger.app/v1beta1", "Canary"): Kind("canaries", provider=_FLAGGER),
+    ("monitoring.coreos.com/v1", "PodMonitor"): Kind("podmonitors", provider=_OPERATOR),
 }
 
 

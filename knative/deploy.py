@@ -1,6 +1,11 @@
 """Deploy and undeploy: apply rendered objects in order, wait for Ready, report per object.
 
-Functions here return status objects; progress lines go to a callback the CLI prints.
+:func:`apply_order` puts what others reference first (config and identity, then sinks
+and brokers, workloads, Flagger's templates and canaries, and last what delivers events:
+triggers and sources); undeploy deletes in the reverse order. A canary Service keeps the
+model version its revision template was pinned to (:func:`knative.rollout.pin_model_version`)
+across deploys. Functions here return status objects; progress lines go to a callback the
+CLI prints.
 """
 
 from __future__ import annotations
@@ -14,13 +19,64 @@ from knative.errors import MissingSecretError
 from knative.manifests.common import KNATIVE_NAMESPACES, Obj
 
 __all__ = [
+    "APPLY_RANK",
     "ObjectStatus",
     "apply_all",
+    "apply_order",
     "check_secrets",
     "delete_all",
+    "keep_pin",
     "secret_refs",
     "service_status",
 ]
+
+APPLY_RANK: dict[str, int] = {
+    "ConfigMap": 0,
+    "ServiceAccount": 1,
+    "Role": 2,
+    "RoleBinding": 3,
+    "NetworkPolicy": 4,
+    "PodMonitor": 5,
+    "KafkaSink": 6,
+    "Broker": 7,
+    "Service": 8,
+    "JobSink": 8,
+    "MetricTemplate": 9,
+    "Canary": 10,
+    "Trigger": 11,
+    "KafkaSource": 12,
+}
+"""Apply rank by kind: an object comes after every kind it may reference (a Canary after
+its Service and MetricTemplates, a Trigger after its broker and subscriber, a KafkaSource
+after the broker it sinks to)."""
+
+
+def apply_order(objects: Sequence[Obj]) -> list[Obj]:
+    """``objects`` sorted by :data:`APPLY_RANK`, keeping the rendered order within a rank."""
+    return sorted(objects, key=lambda o: APPLY_RANK.get(o["kind"], len(APPLY_RANK)))
+
+
+def keep_pin(obj: Obj, live: Obj | None) -> Obj:
+    """``obj`` (a rendered Knative Service) with the live model-version pin, if it has one."""
+    from knative.rollout import MODEL_VERSION_ENV, pinned_template
+
+    if live is None or obj["kind"] != "Service" or not obj["apiVersion"].startswith("serving."):
+        return obj
+    try:
+        env = live["spec"]["template"]["spec"]["containers"][0].get("env") or []
+    except (KeyError, IndexError, TypeError):
+        return obj
+    pins = [e.get("value") for e in env if e.get("name") == MODEL_VERSION_ENV]
+    rendered = obj["spec"]["template"]["spec"]["containers"][0].get("env") or []
+    if (
+        not pins
+        or not str(pins[0]).isdigit()
+        or any(e.get("name") == MODEL_VERSION_ENV for e in rendered)
+    ):
+        return obj
+    template = pinned_template(obj["spec"]["template"], int(pins[0]))
+    return {**obj, "spec": {**obj["spec"], "template": template}}
+
 
 Progress = Callable[[str], None]
 
@@ -100,7 +156,7 @@ def apply_all(
     poll: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[ObjectStatus]:
-    """Apply ``objects`` in order, then wait for each one that has a Ready condition.
+    """Apply ``objects`` in dependency order, then wait for each one with a Ready condition.
 
     Idempotent: applying the same objects again reports them ``unchanged``.
 
@@ -112,9 +168,9 @@ def apply_all(
     cluster.check_installed(objects)
     check_secrets(cluster, objects)
     applied: list[tuple[Obj, str]] = []
-    for obj in objects:
+    for obj in apply_order(objects):
         before = cluster.get(obj)
-        live = cluster.apply(obj)
+        live = cluster.apply(keep_pin(obj, before))
         action = (
             "created"
             if before is None
@@ -145,7 +201,7 @@ def delete_all(
 ) -> list[ObjectStatus]:
     """Delete ``objects`` in reverse apply order; Knative's own config is never deleted."""
     out = []
-    for obj in reversed(objects):
+    for obj in reversed(apply_order(objects)):
         if obj["metadata"].get("namespace") in KNATIVE_NAMESPACES:
             continue
         gone = cluster.delete(obj)

@@ -54,6 +54,9 @@ def options_from(
         database_secret=settings.knative.database_secret,
         database_namespace=settings.knative.database_namespace,
         database_port=settings.knative.database_port,
+        metrics_scrape=settings.knative.metrics_scrape,
+        monitoring_namespace=settings.knative.monitoring_namespace,
+        prometheus_url=settings.knative.prometheus_url,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from eventing.settings import EventingRoot
@@ -36,6 +38,18 @@ class KnativeSettings(Section):
         default="database", description="namespace of the PostgreSQL pods (egress policy)"
     )
     database_port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port")
+    metrics_scrape: Literal["annotations", "podmonitor", "none"] = Field(
+        default="annotations",
+        description="how Prometheus scrapes functions on a cluster: prometheus.io pod "
+        "annotations, a PodMonitor (Prometheus Operator), or none",
+    )
+    monitoring_namespace: str = Field(
+        default="monitoring", description="namespace of Prometheus (allowed to scrape functions)"
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring:9090",
+        description="Prometheus as Flagger reaches it (the canaries' MetricTemplates)",
+    )
 
 
 class ClusterRoot(EventingRoot):

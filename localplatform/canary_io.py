@@ -1,7 +1,9 @@
-"""Where the canary controller's figures come from and where its decisions go.
+"""Where the local canary controller's figures come from and where its decisions go.
 
-- :func:`parse_metrics` / :func:`scrape`: per-revision requests, 5xx responses and latency
-  from the ``/metrics`` page every ``mlfn serve`` instance exports;
+- :func:`parse_metrics` / :func:`scrape`: per-revision requests, 5xx responses, the
+  latency histogram and the model-quality gauge from the ``/metrics`` page every
+  ``mlfn serve`` instance exports (the same series Flagger's ``MetricTemplate`` queries
+  read on a cluster, see :mod:`knative.manifests.flagger`);
 - :func:`local_reader`, :func:`local_splits`, :class:`LocalTarget`: a running ``mlfn dev``
   (its status and rollout API), and :func:`start_local`, which ``mlfn dev`` runs.
 
@@ -11,6 +13,7 @@ On a cluster, canary analysis is Flagger's job; nothing here talks to Knative.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +36,12 @@ log = logging.getLogger("localplatform.canary")
 
 
 def parse_metrics(revision: str, text: str) -> RevisionStats:
-    """Requests, 5xx responses and latency sum from an ``mlfn serve`` ``/metrics`` page."""
+    """Requests, 5xx responses, latency histogram and model quality from a ``/metrics`` page."""
     from prometheus_client.parser import text_string_to_metric_families
 
     requests = errors = 0
-    latency = 0.0
+    buckets: dict[float, int] = {}
+    quality: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "mlfn_requests_total":
@@ -45,9 +49,29 @@ def parse_metrics(revision: str, text: str) -> RevisionStats:
                 requests += n
                 if str(sample.labels.get("code", "")).startswith("5"):
                     errors += n
-            elif sample.name == "mlfn_request_duration_seconds_sum":
-                latency += float(sample.value)
-    return RevisionStats(revision, requests, errors, latency)
+            elif sample.name == "mlfn_request_duration_seconds_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0) + int(sample.value)
+            elif sample.name == "mlfn_model_quality":
+                name = str(sample.labels.get("metric", ""))
+                quality[name] = min(quality.get(name, math.inf), float(sample.value))
+    return RevisionStats(revision, requests, errors, tuple(sorted(buckets.items())), quality)
+
+
+def _add(a: RevisionStats, b: RevisionStats) -> RevisionStats:
+    buckets = dict(a.buckets)
+    for le, n in b.buckets:
+        buckets[le] = buckets.get(le, 0) + n
+    quality = dict(a.quality)
+    for name, v in b.quality.items():
+        quality[name] = min(quality.get(name, math.inf), v)
+    return RevisionStats(
+        a.revision,
+        a.requests + b.requests,
+        a.errors + b.errors,
+        tuple(sorted(buckets.items())),
+        quality,
+    )
 
 
 def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> RevisionStats:
@@ -60,12 +84,7 @@ def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> Revisio
         except (urllib3.exceptions.HTTPError, ValueError) as err:
             log.debug("cannot scrape %s: %s", url, err)
             continue
-        total = RevisionStats(
-            revision,
-            total.requests + one.requests,
-            total.errors + one.errors,
-            total.latency_sum + one.latency_sum,
-        )
+        total = _add(total, one)
     return total
 
 
@@ -86,11 +105,13 @@ def local_reader(settings: LocalRoot) -> Reader:
                 if i.get("state") == "ready" and i.get("port")
             ]
             seen = scrape(rev["name"], urls)
+            gateway = int(rev.get("errors", 0))
             out[rev["name"]] = RevisionStats(
                 rev["name"],
-                seen.requests + int(rev.get("errors", 0)),
-                seen.errors + int(rev.get("errors", 0)),
-                seen.latency_sum,
+                seen.requests + gateway,
+                seen.errors + gateway,
+                seen.buckets,
+                seen.quality,
             )
         return out
 
@@ -101,7 +122,8 @@ def local_splits(
     status: Callable[[], dict[str, Any]], rollout_of: Callable[[str], Rollout | None]
 ) -> Finder:
     """Canaries on a running ``mlfn dev``: functions with ``strategy="canary"`` whose
-    latest revision holds a share of traffic strictly between 0 and 100%.
+    latest revision is not the one serving most traffic, beside one that serves, once the
+    latest has a ready instance (Flagger too waits for the canary to be ready).
 
     Args:
         status: the platform's status JSON (``localplatform.control.status``).
@@ -116,21 +138,33 @@ def local_splits(
                 continue
             traffic: dict[str, int] = dict(fn.get("traffic") or {})
             latest = fn.get("latest")
-            if latest is None or not 0 < traffic.get(latest, 0) < 100:
+            if latest is None or traffic.get(latest, 0) >= 100:
                 continue
+            if traffic.get(latest, 0) == 0 and not rollout.iterations:
+                continue  # rolled back (blue/green candidates start at 0 %)
+            revs = {r.get("name"): r for r in fn.get("revisions") or []}
+            instances = (revs.get(latest) or {}).get("instances") or []
+            if latest in revs and not any(i.get("state") == "ready" for i in instances):
+                continue  # as Flagger, the analysis starts once the candidate is ready
             others = [r for r, pct in traffic.items() if r != latest and pct > 0]
             if others:
-                out.append(Split(name, rollout, latest, others[-1]))
+                stable = max(others, key=traffic.__getitem__)
+                out.append(Split(name, rollout, latest, stable, traffic.get(latest, 0)))
         return out
 
     return find
 
 
 class LocalTarget:
-    """Promote / roll back through the running ``mlfn dev`` (``/_mlfn/rollout``)."""
+    """Weights, promotion and rollback through the running ``mlfn dev`` (``/_mlfn/rollout``)."""
 
     def __init__(self, settings: LocalRoot) -> None:
         self.settings = settings
+
+    def set_weight(self, function: str, percent: int) -> None:
+        from localplatform.control import rollout
+
+        rollout(self.settings, function, percent=percent, promote=False, rollback=False)
 
     def promote(self, function: str) -> None:
         from localplatform.control import rollout
@@ -145,8 +179,8 @@ class LocalTarget:
 
 def start_local(settings: LocalRoot, rollout_of: Callable[[str], Rollout | None]) -> CanaryDriver:
     """The canary controller of a running ``mlfn dev``: finds canary splits through its
-    status API, reads each revision's counters, promotes or rolls back through its
-    rollout API. ``mlfn dev`` starts it once its gateway answers; stop it before the gateway.
+    status API, reads each revision's counters, moves traffic through its rollout API.
+    ``mlfn dev`` starts it once its gateway answers; stop it before the gateway.
     """
     from localplatform.control import status
 
@@ -154,6 +188,7 @@ def start_local(settings: LocalRoot, rollout_of: Callable[[str], Rollout | None]
         local_reader(settings),
         LocalTarget(settings),
         tick_seconds=settings.loop.canary_tick_seconds,
+        interval_seconds=settings.loop.canary_interval_seconds,
         find=local_splits(lambda: status(settings), rollout_of),
     )
     return driver.start()

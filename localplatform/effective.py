@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from localplatform.settings import PlatformSettings
-from runtime.spec import FunctionSpec
+from runtime.spec import HPA_CLASS, FunctionSpec, Scaling
 
 __all__ = ["effective_spec"]
 
@@ -23,7 +23,10 @@ def effective_spec(spec: FunctionSpec, platform: PlatformSettings) -> FunctionSp
 
     - ``scaling.stable_window``: ``MLFN_PLATFORM_STABLE_WINDOW_SECONDS`` unless set;
     - ``scaling.max_scale``: ``MLFN_PLATFORM_MAX_INSTANCES`` when 0 (unlimited);
-    - ``scaling.min_scale`` and ``initial_scale``: at most ``max_scale``.
+    - ``scaling.min_scale`` and ``initial_scale``: at most ``max_scale``;
+    - the HPA class (``cpu``/``memory``): no such signal on a laptop, so concurrency at the
+      spec's default ``target``, and ``min_scale`` at least 1 (Knative's HPA class never
+      scales to zero either).
 
     Example:
         >>> s = FunctionSpec(name="f", kind="event", module="m", entrypoint="f")
@@ -38,4 +41,7 @@ def effective_spec(spec: FunctionSpec, platform: PlatformSettings) -> FunctionSp
     updates["max_scale"] = max_scale
     updates["min_scale"] = min(scaling.min_scale, max_scale)
     updates["initial_scale"] = min(scaling.initial_scale, max_scale)
+    if scaling.autoscaler_class == HPA_CLASS:
+        updates["target"] = Scaling.model_fields["target"].default
+        updates["min_scale"] = max(1, updates["min_scale"])
     return spec.model_copy(update={"scaling": scaling.model_copy(update=updates)})

@@ -8,8 +8,9 @@ source files so that a saved change makes a new revision.
 
 It also watches the model store's ``latest`` pointer of every function with a model. With
 rollout strategy ``canary`` a new version makes a new revision whose instances are pinned to
-it (:mod:`localplatform.models`) with ``rollout.percent`` of the traffic. With ``replace`` the
-running instances hot-swap the new version in place, as pods do on a cluster (no cold start,
+it (:mod:`localplatform.models`) with ``rollout.step_weight`` % of the traffic (blue/green,
+``rollout.iterations``: none), which :mod:`localplatform.canary` then moves as Flagger
+would. With ``replace`` the running instances hot-swap the new version in place, as pods do on a cluster (no cold start,
 and a version that fails to load never takes traffic from the one that serves); the
 revision's status follows the version its instances report.
 """
@@ -162,7 +163,8 @@ class Serving:
     ) -> None:
         spec = rev.spec
         fn.revisions[rev.name] = rev
-        percent = 100 if first or spec.rollout.strategy == "replace" else spec.rollout.percent
+        r = spec.rollout
+        percent = 100 if first or r.strategy == "replace" else 0 if r.iterations else r.step_weight
         fn.traffic.add(rev.name, percent)
         model = "" if rev.model is None else f"model v{rev.model}, "
         log.info(

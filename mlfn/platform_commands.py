@@ -8,6 +8,7 @@ line's job, so they live here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -61,6 +62,20 @@ def status(settings: Settings, cluster: bool, namespace: str | None) -> None:
 )
 @click.option("--promote", is_flag=True, help="Send 100% to the latest revision.")
 @click.option("--rollback", is_flag=True, help="Send 100% back to the previous revision.")
+@click.option(
+    "--model-version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pin the Service's revision template to this model version (cluster; a new "
+    "revision that Flagger analyses).",
+)
+@click.option(
+    "--pin-event",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Like --model-version, from a structured mlfn.model.published CloudEvent (the "
+    "JobSink job of a canary function runs this).",
+)
 @click.option("--cluster", is_flag=True, help="Act on Knative instead of the local platform.")
 @namespace_option
 @click.pass_obj
@@ -71,15 +86,37 @@ def rollout(
     percent: int | None,
     promote: bool,
     rollback: bool,
+    model_version: int | None,
+    pin_event: Path | None,
     cluster: bool,
     namespace: str | None,
 ) -> None:
-    """Canary rollout of FUNCTION: split traffic, promote or roll back.
+    """Canary rollout of FUNCTION: split traffic, promote, roll back, or pin a model version.
 
     Example: mlfn rollout predict --percent 20 --cluster
+
+    Pin a canary Service to a model version (Flagger then analyses the new revision):
+    mlfn rollout predict --model-version 7 --cluster
     """
-    if sum([percent is not None, promote, rollback]) != 1:
-        raise click.UsageError("give exactly one of --percent P, --promote, --rollback")
+    moves = [percent is not None, promote, rollback, model_version is not None, bool(pin_event)]
+    if sum(moves) != 1:
+        raise click.UsageError(
+            "give exactly one of --percent P, --promote, --rollback, --model-version N, "
+            "--pin-event FILE"
+        )
+    if model_version is not None or pin_event is not None:
+        if not cluster:
+            raise click.UsageError(
+                "--model-version and --pin-event act on a cluster (add --cluster); locally "
+                "a published version makes its canary revision by itself"
+            )
+        from knative.rollout import pin_model_version, version_from_event
+
+        version = model_version or version_from_event(pin_event)  # type: ignore[arg-type]
+        ns = namespace or settings.common.namespace
+        pin_model_version(connect_cluster(settings), function, ns, version)
+        click.echo(f"{function}: revision template pinned to model v{version}")
+        return
     if cluster:
         from knative.rollout import Action
         from knative.rollout import rollout as cluster_rollout

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -86,6 +86,12 @@ class ServerSettings(Section):
     ready_timeout_seconds: float = Field(
         default=120.0, gt=0, description="how long `mlfn invoke` waits for the model to load"
     )
+    revision: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFN_REVISION", "K_REVISION"),
+        description="the revision this server belongs to (Knative sets K_REVISION); "
+        "a `revision` label on every metric",
+    )
 
 
 class ModelSettings(Section):
@@ -130,6 +136,12 @@ class LoopSettings(Section):
     )
     canary_tick_seconds: float = Field(
         default=1.0, gt=0, description="how often the local canary controller reads metrics"
+    )
+    canary_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="local platform only: every canary's analysis interval (tests, demos); "
+        "unset: each function's rollout.interval, as Flagger runs it",
     )
 
 

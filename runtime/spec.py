@@ -17,6 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "CLASS_METRICS",
+    "HPA_CLASS",
+    "KPA_CLASS",
+    "MIN_ANALYSIS_INTERVAL",
     "Batching",
     "Delivery",
     "EventBatch",
@@ -59,19 +63,33 @@ def format_go_duration(d: timedelta) -> str:
     return f"{text}s"
 
 
+KPA_CLASS = "kpa.autoscaling.knative.dev"
+HPA_CLASS = "hpa.autoscaling.knative.dev"
+CLASS_METRICS: dict[str, tuple[str, ...]] = {
+    KPA_CLASS: ("concurrency", "rps"),
+    HPA_CLASS: ("cpu", "memory"),
+}
+"""The metrics each Knative autoscaler class scales on (its admission webhook's rule)."""
+
+
 class Scaling(_Frozen):
     """Knative autoscaling knobs (``autoscaling.knative.dev/*`` annotations).
 
     ``target`` is the soft per-instance target (concurrency, or requests/s with
-    ``metric="rps"``); ``container_concurrency`` is the hard limit (0: unlimited).
+    ``metric="rps"``, or the utilisation percentage of the request with ``metric="cpu"``
+    or ``"memory"``); ``container_concurrency`` is the hard limit (0: unlimited).
+
+    The class decides the metrics: Knative's KPA (the default) scales on ``concurrency``
+    or ``rps``; the HPA class (``hpa.autoscaling.knative.dev``, a Kubernetes
+    HorizontalPodAutoscaler) on ``cpu`` or ``memory`` and never to zero.
     """
 
     autoscaler_class: Literal["kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev"] = (
         "kpa.autoscaling.knative.dev"
     )
     """Knative's KPA (concurrency, rps) or the HPA (cpu, memory)"""
-    metric: Literal["concurrency", "rps"] = "concurrency"
-    """what the autoscaler measures"""
+    metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
+    """what the autoscaler measures (KPA: concurrency or rps; HPA: cpu or memory)"""
     target: float = Field(default=10.0, gt=0)
     """soft per-instance target of the metric"""
     target_utilization_percentage: float = Field(default=70.0, gt=0, le=100)
@@ -96,6 +114,14 @@ class Scaling(_Frozen):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Scaling:
+        allowed = CLASS_METRICS[self.autoscaler_class]
+        if self.metric not in allowed:
+            other = next(c for c, m in CLASS_METRICS.items() if self.metric in m)
+            raise ValueError(
+                f"autoscaler_class {self.autoscaler_class!r} does not scale on metric "
+                f"{self.metric!r} (it scales on {' or '.join(allowed)}); use "
+                f"autoscaler_class={other!r} for {self.metric!r}, or one of its metrics"
+            )
         if self.max_scale and self.min_scale > self.max_scale:
             raise ValueError(
                 f"min_scale ({self.min_scale}) is above max_scale ({self.max_scale}); "
@@ -254,20 +280,84 @@ class RetrainPolicy(_Frozen):
 
 
 class Rollout(_Frozen):
-    """How a new model version reaches traffic: hot swap, or a canary with auto-promotion."""
+    """How a new revision (new code, or a new model version) reaches traffic.
+
+    ``replace``: hot swap (a new model version) or Knative's default (new code: all
+    traffic to the new revision once it is ready). ``canary``: Flagger's progressive
+    canary analysis, with Flagger's parameters and semantics on both back ends (the
+    cluster renders a Flagger ``Canary``; ``mlfn dev`` runs the same state machine in
+    :mod:`localplatform.canary`). Every ``interval`` the candidate's last interval of
+    requests is checked: success rate (non-5xx) at least ``min_success_rate`` %, p99
+    latency at most ``max_latency_p99``, and (with ``min_model_quality`` and a model)
+    the served version's ``quality_metric`` at least ``min_model_quality``. A passing
+    check adds ``step_weight`` % of traffic until ``max_weight``, then the next passing
+    check promotes; a failing check (or one without data) counts, and ``threshold``
+    failed checks roll back. With ``iterations`` > 0 it is Flagger's blue/green
+    instead: the candidate gets no routed traffic for ``iterations`` passing checks
+    (send it traffic through its own URL), then all of it.
+    """
 
     strategy: Literal["replace", "canary"] = "replace"
-    """replace: hot swap; canary: a revision pinned to the new version takes a share first"""
-    percent: int = Field(default=20, ge=1, le=99)
-    """the canary's share of traffic"""
-    window_seconds: float = Field(default=30.0, gt=0)
-    """how long a canary is observed before it is judged"""
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    """5xx share above which the canary rolls back"""
-    max_latency_ratio: float = Field(default=1.5, ge=1)
-    """canary latency over the current revision's above which it rolls back"""
-    min_requests: int = Field(default=20, ge=0)
-    """requests the canary must answer before it is judged"""
+    """replace: hot swap; canary: Flagger's analysis (a revision per new model version)"""
+    step_weight: int = Field(
+        default=20, ge=1, le=100, description="traffic % added per passing check (stepWeight)"
+    )
+    max_weight: int = Field(
+        default=60, ge=1, le=100, description="traffic % the candidate reaches before promotion"
+    )
+    interval: timedelta = Field(
+        default=timedelta(seconds=30), description="time between checks, and each check's window"
+    )
+    threshold: int = Field(default=5, ge=1, description="failed checks before a rollback")
+    iterations: int = Field(
+        default=0, ge=0, description="0: progressive canary; N: blue/green over N checks"
+    )
+    min_success_rate: float = Field(
+        default=99.0, ge=0, le=100, description="% of the candidate's requests answered non-5xx"
+    )
+    max_latency_p99: timedelta = Field(
+        default=timedelta(milliseconds=500), description="99th percentile request latency"
+    )
+    min_model_quality: float | None = Field(
+        default=None,
+        description="lowest `quality_metric` of the served model version; None: not checked",
+    )
+    quality_metric: str = Field(
+        default="accuracy", description="the model version's holdout metric that is checked"
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _flagger_interval(cls, v: timedelta) -> timedelta:
+        if v < MIN_ANALYSIS_INTERVAL:
+            raise ValueError(
+                f"interval {v.total_seconds():g}s is below 10s, which Flagger raises to 10s; "
+                "set interval to 10s or more (MLFN_LOOP_CANARY_INTERVAL_SECONDS shortens it "
+                "on the local platform for tests)"
+            )
+        return v
+
+    @field_validator("quality_metric")
+    @classmethod
+    def _metric_label(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", v):
+            raise ValueError(
+                f"quality_metric {v!r} must be a Prometheus label value of [a-zA-Z0-9_]"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _weights(self) -> Rollout:
+        if self.step_weight > self.max_weight:
+            raise ValueError(
+                f"step_weight ({self.step_weight}) is above max_weight ({self.max_weight}); "
+                "lower step_weight or raise max_weight"
+            )
+        return self
+
+
+MIN_ANALYSIS_INTERVAL = timedelta(seconds=10)
+"""Flagger runs a canary's analysis at most this often (shorter intervals are raised to it)."""
 
 
 class FunctionSpec(_Frozen):
@@ -320,6 +410,15 @@ class FunctionSpec(_Frozen):
                 "starting with a letter, at most 63 characters): it becomes a Knative Service name"
             )
         return v
+
+    @model_validator(mode="after")
+    def _quality_needs_a_model(self) -> FunctionSpec:
+        if self.rollout.min_model_quality is not None and self.model is None:
+            raise ValueError(
+                f"rollout.min_model_quality is set but {self.name} serves no model; "
+                "give it model=... or drop min_model_quality"
+            )
+        return self
 
     @property
     def is_gpu(self) -> bool:

@@ -27,8 +27,11 @@ from knative.manifests.eventing import (
     triggers,
 )
 from knative.manifests.features import feature_patches, required_flags
+from knative.manifests.flagger import canaries_used, canary, metric_templates
+from knative.manifests.monitoring import pod_monitor
 from knative.manifests.network import network_policies
 from knative.manifests.ping import ping_sources
+from knative.manifests.pin import needs_pin, pin_objects
 from knative.manifests.rbac import rbac_objects
 from knative.manifests.service import build_service
 from runtime.spec import FunctionSpec
@@ -58,9 +61,14 @@ class Rendered:
 def function_objects(
     spec: FunctionSpec, specs: Sequence[FunctionSpec], opts: RenderOptions
 ) -> list[Obj]:
-    """One function's objects: identity, then the workload, then what delivers events to it."""
+    """One function's objects: identity, the workload, its Canary and model pin, then what
+    delivers events to it."""
     out = rbac_objects(spec, specs, opts)
     out.append(jobsink(spec, opts) if spec.job else build_service(spec, opts))
+    if spec in canaries_used([spec]):
+        out.append(canary(spec, opts))
+    if needs_pin(spec):
+        out += pin_objects(spec, opts)
     out += triggers(spec, opts)
     out += kafka_sources(spec, opts)
     out += ping_sources(spec, opts)
@@ -88,6 +96,9 @@ def render(
     out.shared += [kafka_sink(t, opts) for t in dead_letter_topics(specs)]
     out.shared += [broker(b, opts) for b in used_brokers]
     out.shared += network_policies(specs, opts)
+    out.shared += pod_monitor(opts)
+    if canaries_used(specs):
+        out.shared += metric_templates(opts)
     for spec in specs:
         if only is None or spec.name == only:
             out.functions[spec.name] = function_objects(spec, specs, opts)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from eventing.naming import dns_name
 from eventing.settings import EventingSettings
 from knative.settings import KnativeSettings
 from runtime.settings import CommonSettings, default_of
@@ -22,6 +22,7 @@ __all__ = [
     "KSVC_API",
     "Obj",
     "RenderOptions",
+    "ScrapeMode",
     "delivery_spec",
     "dns_name",
     "is_topic",
@@ -45,7 +46,9 @@ KNATIVE_NAMESPACES = ("knative-serving", "knative-eventing")
 JOB_EVENT_DIR = "/etc/jobsink-event"
 """Where Knative's JobSink mounts the event that started the job."""
 
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+ScrapeMode = Literal["annotations", "podmonitor", "none"]
+"""How Prometheus finds the functions' ``/metrics``: ``prometheus.io/*`` pod annotations,
+a ``PodMonitor`` (Prometheus Operator), or not at all."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class RenderOptions:
             functions that use the stores (empty: none; each pod keeps its own under /tmp).
         database_namespace: namespace of the PostgreSQL pods (egress policy).
         database_port: PostgreSQL's port (egress policy).
+        metrics_scrape: how Prometheus scrapes the functions (see :data:`ScrapeMode`).
+        monitoring_namespace: namespace of Prometheus (ingress policy for its scrapes).
+        prometheus_url: where Flagger's MetricTemplates query Prometheus.
     """
 
     namespace: str = default_of(CommonSettings, "namespace")
@@ -80,9 +86,12 @@ class RenderOptions:
     partitions: int = default_of(EventingSettings, "partitions")
     replication_factor: int = default_of(KnativeSettings, "kafka_replication_factor")
     env: Mapping[str, str] = field(default_factory=dict)
-    database_secret: str = ""
-    database_namespace: str = "database"
-    database_port: int = 5432
+    database_secret: str = default_of(KnativeSettings, "database_secret")
+    database_namespace: str = default_of(KnativeSettings, "database_namespace")
+    database_port: int = default_of(KnativeSettings, "database_port")
+    metrics_scrape: ScrapeMode = default_of(KnativeSettings, "metrics_scrape")  # noqa: RUF009 (a str)
+    monitoring_namespace: str = default_of(KnativeSettings, "monitoring_namespace")
+    prometheus_url: str = default_of(KnativeSettings, "prometheus_url")
 
     def image_for(self, spec: FunctionSpec) -> str:
         """The image that runs ``spec``: the CUDA variant for GPU functions."""
@@ -96,12 +105,6 @@ DATABASE_URL_KEY = "url"
 def uses_stores(spec: FunctionSpec) -> bool:
     """Whether ``spec`` reads or writes the shared stores (a model, or a retrain policy)."""
     return spec.model is not None or spec.retrain is not None
-
-
-def dns_name(*parts: str, limit: int = 63) -> str:
-    """A DNS-1123 label from ``parts`` (``dns_name("predict", "digits.raw")`` -> ``predict-digits-raw``)."""
-    text = _NOT_DNS.sub("-", "-".join(parts).lower()).strip("-")
-    return text[:limit].rstrip("-") or "x"
 
 
 def labels(function: str | None = None) -> dict[str, str]:

@@ -2,14 +2,22 @@
 
 Knative sources discard what the sink replies. A sourced function that emits events
 therefore receives its records *through* the broker: the KafkaSource's sink is the
-broker, and a Trigger filtered on the source's CloudEvent ``source`` delivers them to
-the function, so its reply lands on the broker as it does on the local platform.
+broker, and a Trigger delivers them to the function, so its reply lands on the broker as
+it does on the local platform. The KafkaSource stamps every event with its name in the
+``mlfnsource`` extension (``ceOverrides``), and the Trigger filters on it: records that
+already are CloudEvents keep their own type and source, and reach the function too.
+A source with ``ordering: ordered`` gets a Trigger with Knative's
+``kafka.eventing.knative.dev/delivery.order: ordered`` (the broker keeps per-key order:
+its ingress partitions by the ``partitionkey`` extension, the record's key).
+
+Names and consumer groups come from :mod:`eventing.naming`, as on the local platform.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from eventing.naming import SOURCE_EXTENSION, source_group, source_name, trigger_name
 from knative.manifests.common import (
     JOB_EVENT_DIR,
     JOBSINK_API,
@@ -29,6 +37,7 @@ from runtime.spec import FunctionSpec, KafkaSource, Subscription
 
 __all__ = [
     "BROKER_CONFIG",
+    "DELIVERY_ORDER",
     "KAFKA_EVENT_TYPE",
     "broker",
     "broker_config",
@@ -47,10 +56,12 @@ KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 """The CloudEvent type a KafkaSource gives records that carry no CloudEvent of their own."""
 
 
+DELIVERY_ORDER = "kafka.eventing.knative.dev/delivery.order"
+"""The Trigger annotation of Knative's Kafka broker: ``ordered`` or ``unordered`` (default)."""
+
+
 def kafka_source_name(spec: FunctionSpec, index: int, source: KafkaSource) -> str:
-    return source.name or dns_name(
-        spec.name, source.topics[0], *(["s" + str(index)] if index else [])
-    )
+    return source_name(spec, index, source)
 
 
 def _routes_through_broker(spec: FunctionSpec) -> bool:
@@ -81,11 +92,12 @@ def kafka_sources(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:
                 "spec": {
                     "bootstrapServers": [opts.bootstrap_servers],
                     "topics": list(src.topics),
-                    "consumerGroup": src.consumer_group or dns_name("mlfn", name),
+                    "consumerGroup": source_group(opts.namespace, name, src),
                     "initialOffset": src.initial_offset,
                     "ordering": src.ordering,
                     "delivery": delivery_spec(src.delivery, opts.namespace),
                     "sink": sink,
+                    "ceOverrides": {"extensions": {SOURCE_EXTENSION: name}},
                 },
             }
         )
@@ -93,18 +105,19 @@ def kafka_sources(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:
 
 
 def source_trigger(spec: FunctionSpec, index: int, src: KafkaSource, opts: RenderOptions) -> Obj:
-    """The Trigger that hands a broker-routed KafkaSource's records to the function."""
+    """The Trigger that hands a broker-routed KafkaSource's events to the function."""
     name = kafka_source_name(spec, index, src)
-    source_prefix = f"/apis/v1/namespaces/{opts.namespace}/kafkasources/{name}#"
-    return _trigger(
+    out = _trigger(
         spec,
         dns_name(name, "records"),
         str(spec.reply_to_broker),
-        [{"exact": {"type": KAFKA_EVENT_TYPE}}, {"prefix": {"source": source_prefix}}],
+        [{"exact": {SOURCE_EXTENSION: name}}],
         {},
         delivery_spec(src.delivery, opts.namespace),
         opts,
     )
+    out["metadata"].setdefault("annotations", {})[DELIVERY_ORDER] = src.ordering
+    return out
 
 
 def _trigger(
@@ -132,7 +145,7 @@ def _trigger(
 
 
 def _subscription_name(spec: FunctionSpec, index: int, sub: Subscription) -> str:
-    return sub.name or dns_name(spec.name, sub.broker, *(["t" + str(index)] if index else []))
+    return trigger_name(spec, index, sub)
 
 
 def triggers(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:

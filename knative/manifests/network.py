@@ -3,18 +3,19 @@
 Ingress to function pods comes from the Knative ingress gateway, the activator and
 autoscaler (``knative-serving``: the activator proxies requests while a function scales
 from zero, the autoscaler scrapes queue-proxy metrics) and the eventing dispatchers
-(``knative-eventing``: Kafka source, broker and job-sink dispatchers). Egress from
+(``knative-eventing``: Kafka source, broker and job-sink dispatchers), and Prometheus
+(``opts.monitoring_namespace``) scraping ``/metrics`` on the container port. Egress from
 function pods is limited to DNS, Kafka, Knative's data plane, PostgreSQL (the database
-namespace, when the stores are shared) and, for functions that drive a rollout, the API
-server.
+namespace, when the stores are shared) and, for the model-pin jobs of canary functions
+(:mod:`knative.manifests.pin`), the API server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from knative.manifests.common import Obj, RenderOptions, metadata, uses_stores
-from knative.manifests.rbac import rollout_targets
+from knative.manifests.common import CONTAINER_PORT, Obj, RenderOptions, metadata, uses_stores
+from knative.manifests.pin import PIN_ROLE_LABEL, needs_pin
 from runtime.spec import FunctionSpec
 
 __all__ = ["QUEUE_PROXY_PORTS", "network_policies"]
@@ -104,18 +105,30 @@ def network_policies(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list
             },
         ),
     ]
-    api_clients = [s.name for s in specs if rollout_targets(s, specs)]
-    if api_clients:
+    if opts.metrics_scrape != "none":
         out.append(
             _policy(
-                "mlfn-allow-rollout-to-apiserver",
+                "mlfn-allow-monitoring-to-functions",
                 opts,
                 {
-                    "podSelector": {
-                        "matchExpressions": [
-                            {"key": "mlfn.dev/function", "operator": "In", "values": api_clients}
-                        ]
-                    },
+                    "podSelector": _FUNCTION_PODS,
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [_from_namespaces(opts.monitoring_namespace)],
+                            "ports": _tcp(CONTAINER_PORT),
+                        }
+                    ],
+                },
+            )
+        )
+    if any(needs_pin(s) for s in specs):
+        out.append(
+            _policy(
+                "mlfn-allow-model-pin-to-apiserver",
+                opts,
+                {
+                    "podSelector": {"matchLabels": dict(PIN_ROLE_LABEL)},
                     "policyTypes": ["Egress"],
                     "egress": [{"ports": _tcp(443, 6443)}],
                 },

@@ -11,6 +11,7 @@ from knative.manifests.common import (
     metadata,
     uses_stores,
 )
+from knative.manifests.monitoring import scrape_annotations
 from runtime.spec import FunctionSpec, Scaling, Toleration, format_go_duration
 
 __all__ = [
@@ -174,7 +175,7 @@ def build_service(spec: FunctionSpec, opts: RenderOptions) -> Obj:
     }
     template_meta: Obj = {
         "labels": metadata(spec.name, opts.namespace, spec.name)["labels"],
-        "annotations": autoscaling_annotations(spec),
+        "annotations": {**autoscaling_annotations(spec), **scrape_annotations(opts)},
     }
     return {
         "apiVersion": KSVC_API,

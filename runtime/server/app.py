@@ -131,7 +131,7 @@ class App:
         self.function = function
         self.spec = function.spec
         self.settings = settings
-        self.metrics = Metrics(function.name, started_at)
+        self.metrics = Metrics(function.name, started_at, revision=settings.server.revision)
         if function.spec.retrain is not None:  # training progress on the same /metrics
             from runtime.retraining.progress import expose
 
@@ -189,7 +189,7 @@ class App:
     def _show_version(self, loaded: Any) -> None:
         version = getattr(loaded, "version", None)
         if isinstance(version, int) and not isinstance(version, bool):
-            self.metrics.model_version.labels(self.spec.name, loaded.name).set(version)
+            self.metrics.show_model(loaded.name, version, getattr(loaded, "metadata", None) or {})
 
     def _load(self) -> None:
         try:

@@ -132,8 +132,10 @@ class Dispatcher:
         version = getattr(loaded, "version", None)
         if version != self._version:
             self._version = version
-            if loaded is not None and isinstance(version, int | float):
-                self.metrics.model_version.labels(self.spec.name, loaded.name).set(version)
+            if loaded is not None and isinstance(version, int) and not isinstance(version, bool):
+                self.metrics.show_model(
+                    loaded.name, version, getattr(loaded, "metadata", None) or {}
+                )
         target = self.function.target
         out = target(rows, loaded) if self.function.wants_context else target(rows)
         return out, version

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from knative.cluster import Cluster, connect
-from knative.deploy import apply_all, delete_all, service_status, status_lines
+from knative.deploy import apply_all, apply_order, delete_all, service_status, status_lines
 from knative.errors import (
     ClusterError,
     ForbiddenError,
@@ -57,7 +57,7 @@ def test_deploy_server_side_applies_each_object_and_reports_urls(
     statuses = apply_all(cluster, objects, timeout=5, progress=lines.append, poll=0.01)
     patches = _patches(stub)
     assert len(patches) == len(objects)
-    for rec, obj in zip(patches, objects, strict=True):
+    for rec, obj in zip(patches, apply_order(objects), strict=True):
         assert rec.content_type == "application/apply-patch+yaml"
         assert rec.query == {"fieldManager": "mlfn", "force": "true"}
         assert rec.authorization == "Bearer stub-token"
@@ -65,10 +65,7 @@ def test_deploy_server_side_applies_each_object_and_reports_urls(
     paths = [r.path for r in patches]
     assert "/api/v1/namespaces/knative-serving/configmaps/config-features" in paths
     assert "/apis/serving.knative.dev/v1/namespaces/ml/services/preprocess" in paths
-    assert (
-        "/apis/sources.knative.dev/v1beta1/namespaces/ml/kafkasources/preprocess-digits-raw"
-        in paths
-    )
+    assert "/apis/sources.knative.dev/v1beta1/namespaces/ml/kafkasources/preprocess" in paths
     assert "/apis/eventing.knative.dev/v1alpha1/namespaces/ml/kafkasinks/topic-digits-dlq" in paths
     discovery = {r.path for r in stub.requests if r.method == "GET" and r.path.count("/") <= 3}
     assert {
@@ -212,7 +209,7 @@ def test_undeploy_deletes_in_reverse_and_leaves_knative_config(
     gone = delete_all(cluster, objects)
     deletes = [r.path for r in stub.requests if r.method == "DELETE"]
     assert not [p for p in deletes if "knative-serving" in p]
-    assert deletes[0].endswith("/kafkasources/preprocess-digits-raw")
+    assert deletes[0].endswith("/kafkasources/preprocess")
     assert {s.action for s in gone} == {"deleted"}
     assert [p for p in stub.objects if "knative-serving" in p]
     assert {s.action for s in delete_all(cluster, objects)} == {"absent"}
@@ -304,7 +301,7 @@ def test_status_lists_mlfn_objects(stub: KubeStub, cluster: Cluster, objects: li
         and "http://preprocess.ml.example.com" in line
         for line in lines
     )
-    assert any(line.startswith("KafkaSource/preprocess-digits-raw") for line in lines)
+    assert any(line.startswith("KafkaSource/preprocess") for line in lines)
     selectors = {
         r.query.get("labelSelector") for r in stub.requests if r.path.endswith("/services")
     }

@@ -29,6 +29,8 @@ EVERY_KIND = {
     "Role",
     "RoleBinding",
     "NetworkPolicy",
+    "Canary",
+    "MetricTemplate",
 }
 
 
@@ -48,12 +50,15 @@ def test_the_jobsink_job_is_a_valid_batch_job(rendered: Rendered) -> None:
     ("kind", "name", "path"),
     [
         ("Service", "predict-torch", ["spec", "template", "spec", "containers", 0]),
-        ("KafkaSource", "preprocess-digits-raw", ["spec"]),
+        ("KafkaSource", "preprocess", ["spec"]),
         ("Trigger", "retrain-features", ["spec", "subscriber", "ref"]),
         ("KafkaSink", "topic-digits-dlq", ["spec"]),
         ("Broker", "default", ["spec", "config"]),
         ("NetworkPolicy", "mlfn-default-deny-ingress", ["spec"]),
-        ("Role", "retrain-rollout", ["rules", 0]),
+        ("Role", "predict-pin", ["rules", 0]),
+        ("Canary", "predict", ["spec", "analysis"]),
+        ("Canary", "predict", ["spec", "analysis", "metrics", 0]),
+        ("MetricTemplate", "mlfn-model-quality", ["spec", "provider"]),
     ],
 )
 def test_a_bogus_field_fails_validation(

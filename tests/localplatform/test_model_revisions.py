@@ -20,6 +20,10 @@ from tests.fixtures.platform import Platform, start_platform, wait_for
 pytestmark = pytest.mark.integration
 
 
+GOOD = {"accuracy": 0.95}
+"""Holdout figures above the canary function's min_model_quality (0.8)."""
+
+
 def _const(label: int) -> DummyClassifier:
     return DummyClassifier(strategy="constant", constant=label).fit(np.zeros((2, 3)), [label, 9])
 
@@ -29,13 +33,14 @@ def model_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
     tmp = tmp_path_factory.mktemp("models")
     store = LocalModelStore(tmp / "home" / "models")
     for model in ("swap-m", "canary-m"):
-        store.publish(model, _const(1))
+        store.publish(model, _const(1), metrics=GOOD)
     with start_platform(
         tmp,
         MLFN_FUNCTIONS_PACKAGE="tests.localplatform.modelfns",
         MLFN_PLATFORM_SERVER="localplatform.instance:run",
         MLFN_PLATFORM_PRELOAD="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         MLFN_LOOP_CANARY_TICK_SECONDS="0.2",
+        MLFN_LOOP_CANARY_INTERVAL_SECONDS="10",
     ) as platform:
         yield platform
 
@@ -82,13 +87,13 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
     store = _store(p)
     with requests.Session() as s:
         assert _versions(s, p, "canary", 3) == {1: 3}
-        store.publish("canary-m", _const(2))
+        store.publish("canary-m", _const(2), metrics=GOOD)
         wait_for(
             lambda: _traffic(p, "canary") == {"canary-00002": 30, "canary-00001": 70},
             15,
             "the canary revision at 30%",
         )
-        n = 150
+        n = 60  # well within one analysis interval, on a loaded machine too
         got = _versions(s, p, "canary", n)
         assert _traffic(p, "canary")["canary-00002"] == 30, "promoted before the split was seen"
         assert set(got) == {1, 2}, got
@@ -102,7 +107,7 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
         )
         assert _versions(s, p, "canary", 10) == {2: 10}
 
-        store.publish("canary-m", _const(3), extra={"broken": True})
+        store.publish("canary-m", _const(3), metrics=GOOD, extra={"broken": True})
         wait_for(
             lambda: _traffic(p, "canary") == {"canary-00003": 30, "canary-00002": 70},
             15,
@@ -110,13 +115,27 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
         )
         wait_for(
             lambda: _versions(s, p, "canary", 5) and _traffic(p, "canary") == {"canary-00002": 100},
-            20,
+            45,
             "the broken canary to be rolled back",
         )
         assert store.latest("canary-m") == 2, "latest must name the version that serves"
         assert "pointing latest back at v2" in p.output()
         assert _versions(s, p, "canary", 10) == {2: 10}
-    assert len(p.revisions("canary")) == 3, "moving latest back makes no revision"
+        # a version that answers without errors but scored too low on its holdout
+        store.publish("canary-m", _const(4), metrics={"accuracy": 0.3})
+        wait_for(
+            lambda: _traffic(p, "canary") == {"canary-00004": 30, "canary-00002": 70},
+            15,
+            "the low-quality canary at 30%",
+        )
+        wait_for(
+            lambda: _versions(s, p, "canary", 5) and _traffic(p, "canary") == {"canary-00002": 100},
+            45,
+            "the low-quality canary to be rolled back on model quality",
+        )
+        assert set(_versions(s, p, "canary", 10)) == {2}
+        assert "model-quality accuracy 0.3 < 0.8" in p.output()
+    assert len(p.revisions("canary")) == 4, "moving latest back makes no revision"
 
 
 def test_a_bootstrapped_first_version_pins_the_first_revision(model_platform: Platform) -> None:

@@ -2,80 +2,117 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
-from localplatform.canary import CanaryController, CanaryDriver, RevisionStats
+from localplatform.canary import CanaryController, CanaryDriver, RevisionStats, histogram_quantile
 from runtime.spec import Rollout
 
 pytestmark = pytest.mark.unit
 
 
-def ctl(**rollout: Any) -> CanaryController:
+def ctl(weight: int = 20, **rollout: Any) -> CanaryController:
     rollout.setdefault("strategy", "canary")
-    return CanaryController(Rollout(**rollout), candidate="p-2", stable="p-1", started_at=100.0)
+    return CanaryController(Rollout(**rollout), candidate="p-2", stable="p-1", weight=weight)
 
 
-def stats(rev: str, n: int, errors: int = 0, latency: float = 0.01) -> RevisionStats:
-    return RevisionStats(rev, n, errors, latency * n)
+def page(ok: int = 0, failed: int = 0, seconds: float = 0.01, **quality: float) -> RevisionStats:
+    """The stats of what a real server's /metrics shows after these requests."""
+    from localplatform.canary_io import parse_metrics
+    from runtime.server.metrics import Metrics
+
+    m = Metrics("predict", revision="p-2")
+    if quality:
+        m.show_model("digits", 2, {"metrics": quality})
+    for _ in range(ok):
+        m.observe(200, seconds)
+    for _ in range(failed):
+        m.observe(500, seconds)
+    return parse_metrics("p-2", m.render().decode())
 
 
-def test_promotes_after_the_window_within_bounds() -> None:
-    c = ctl(window_seconds=30, min_requests=20)
-    good = stats("p-2", 40)
-    assert c.decide(good, stats("p-1", 160), now=110.0).action == "wait"
-    d = c.decide(good, stats("p-1", 160), now=130.0)
-    assert d.action == "promote"
-    assert "40 requests" in d.reason and "latency 1.00x" in d.reason
+def test_histogram_quantile_interpolates_as_prometheus_does() -> None:
+    inf = float("inf")
+    assert histogram_quantile(0.5, ((0.1, 0), (0.2, 10), (inf, 10))) == pytest.approx(0.15)
+    assert histogram_quantile(0.99, ((0.1, 50), (1.0, 100), (inf, 100))) == pytest.approx(0.982)
+    assert histogram_quantile(0.99, ((0.1, 50), (inf, 100))) == 0.1  # in +Inf: highest bound
+    assert histogram_quantile(0.99, ((0.1, 0), (inf, 0))) is None
 
 
-def test_waits_for_enough_requests_even_after_the_window() -> None:
-    d = ctl(window_seconds=1, min_requests=20).decide(stats("p-2", 5), stats("p-1", 50), now=500)
-    assert d.action == "wait"
-    assert "5/20 requests" in d.reason
+def test_each_passing_check_adds_step_weight_until_max_weight_then_promotes() -> None:
+    c = ctl(step_weight=20, max_weight=60)
+    actions = [(d.action, d.weight) for d in (c.check(page(ok=50)) for _ in range(3))]
+    assert actions == [("advance", 40), ("advance", 60), ("promote", 100)]
 
 
-def test_rolls_back_on_errors_above_the_bound() -> None:
-    d = ctl(max_error_rate=0.05, min_requests=20).decide(
-        stats("p-2", 40, errors=3), stats("p-1", 100), now=101.0
+def test_failed_checks_halt_and_threshold_of_them_roll_back_at_the_next_check() -> None:
+    c = ctl(threshold=2, min_success_rate=99)
+    first = c.check(page(ok=90, failed=10))
+    assert (first.action, first.weight, first.failed_checks) == ("halt", 20, 1)
+    assert "request-success-rate 90.00% < 99%" in first.reason
+    assert c.check(page(ok=50)).action == "advance"  # a passing check: failures still count
+    assert c.check(page(ok=0, failed=5)).failed_checks == 2
+    d = c.check(page(ok=50))
+    assert (d.action, d.weight) == ("rollback", 0)
+    assert "failed checks threshold reached 2" in d.reason
+
+
+def test_an_interval_without_requests_is_a_failed_check() -> None:
+    d = ctl().check(page())
+    assert d.action == "halt" and "no values found for request-success-rate" in d.reason
+
+
+def test_p99_latency_not_the_mean_is_checked() -> None:
+    # 97 fast requests and 3 of 2s: the mean is ~70ms, the p99 is in the 2.5s bucket
+    fast, slow = page(ok=97, seconds=0.005), page(ok=3, seconds=2.0)
+    both = RevisionStats(
+        "p-2",
+        100,
+        0,
+        tuple((le, n + dict(slow.buckets)[le]) for le, n in fast.buckets),
     )
-    assert d.action == "rollback"
-    assert "7.50% (3/40)" in d.reason
+    d = ctl(max_latency_p99=0.5).check(both)
+    assert d.action == "halt"
+    assert "request-duration-p99" in d.reason and "> 500.0ms" in d.reason
+    assert ctl(max_latency_p99=0.5).check(fast).action == "advance"
 
 
-def test_rolls_back_early_when_errors_already_exceed_the_budget() -> None:
-    # 2 errors in 3 requests: even 20 requests could not bring it under 5%
-    d = ctl(max_error_rate=0.05, min_requests=20).decide(
-        stats("p-2", 3, errors=2), stats("p-1", 10), now=100.5
+def test_model_quality_below_the_minimum_fails_and_missing_quality_too() -> None:
+    c = ctl(min_model_quality=0.9, threshold=1)
+    d = c.check(page(ok=50, accuracy=0.42))
+    assert d.action == "halt" and "model-quality accuracy 0.42 < 0.9" in d.reason
+    assert c.check(page(ok=50, accuracy=0.95)).action == "rollback"
+    missing = ctl(min_model_quality=0.9).check(page(ok=50))
+    assert "no values found for model-quality (accuracy)" in missing.reason
+    assert ctl(min_model_quality=0.9, quality_metric="f1").check(page(ok=5, f1=0.91)).action == (
+        "advance"
     )
-    assert d.action == "rollback"
 
 
-def test_one_early_error_within_the_budget_waits() -> None:
-    d = ctl(max_error_rate=0.1, min_requests=20).decide(
-        stats("p-2", 2, errors=1), stats("p-1", 10), now=100.5
-    )
-    assert d.action == "wait"
-
-
-def test_rolls_back_on_latency_above_the_ratio() -> None:
-    d = ctl(max_latency_ratio=1.5, min_requests=20).decide(
-        stats("p-2", 30, latency=0.020), stats("p-1", 100, latency=0.010), now=101
-    )
-    assert d.action == "rollback"
-    assert "2.00x" in d.reason
+def test_blue_green_counts_iterations_then_promotes() -> None:
+    c = ctl(weight=0, iterations=3)
+    actions = [c.check(page(ok=10)).action for _ in range(3)]
+    assert actions == ["halt", "halt", "promote"]
+    assert c.weight == 100
 
 
 def test_since_subtracts_the_baseline_and_survives_a_counter_reset() -> None:
-    now = RevisionStats("r", 50, 2, 1.0)
-    assert now.since(RevisionStats("r", 20, 1, 0.4)) == RevisionStats("r", 30, 1, 0.6)
-    assert now.since(RevisionStats("r", 80, 0, 2.0)) == now
+    later = RevisionStats("r", 50, 2, ((0.1, 40), (math.inf, 50)), {"accuracy": 0.9})
+    base = RevisionStats("r", 20, 1, ((0.1, 15), (math.inf, 20)))
+    assert later.since(base) == RevisionStats(
+        "r", 30, 1, ((0.1, 25), (math.inf, 30)), {"accuracy": 0.9}
+    )
+    assert later.since(RevisionStats("r", 80, 0)) == later
 
 
 class Target:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+
+    def set_weight(self, function: str, percent: int) -> None:
+        self.calls.append((f"weight {percent}", function))
 
     def promote(self, function: str) -> None:
         self.calls.append(("promote", function))
@@ -84,36 +121,49 @@ class Target:
         self.calls.append(("rollback", function))
 
 
-def test_driver_counts_from_the_canary_start_and_applies_the_decision() -> None:
-    counters = {"p-1": RevisionStats("p-1", 1000, 50, 10.0), "p-2": RevisionStats("p-2", 0)}
+def test_driver_checks_each_interval_on_that_interval_s_counts() -> None:
+    counters = {"p-2": RevisionStats("p-2", 1000, 50)}
     now = [0.0]
     target = Target()
     driver = CanaryDriver(lambda fn: dict(counters), target, clock=lambda: now[0])
-    rollout = Rollout(strategy="canary", window_seconds=10, min_requests=10, max_error_rate=0.01)
-    driver.begin("predict", rollout, candidate="p-2", stable="p-1")
-    # the stable revision's old errors (5%) are before the canary: they do not count
-    counters["p-1"] = RevisionStats("p-1", 1040, 50, 10.4)
-    counters["p-2"] = RevisionStats("p-2", 10, 0, 0.1)
-    assert driver.tick() == []
-    now[0] = 11.0
-    [(fn, d)] = driver.tick()
-    assert (fn, d.action) == ("predict", "promote")
-    assert target.calls == [("promote", "predict")]
-    assert driver.active == []
-    assert driver.tick() == []
-
-
-def test_driver_rolls_back_a_failing_candidate() -> None:
-    counters = {"p-1": RevisionStats("p-1", 0), "p-2": RevisionStats("p-2", 0)}
-    target = Target()
-    driver = CanaryDriver(lambda fn: dict(counters), target, clock=lambda: 0.0)
-    driver.begin(
-        "predict", Rollout(strategy="canary", min_requests=5), candidate="p-2", stable="p-1"
-    )
-    counters["p-2"] = RevisionStats("p-2", 6, 6, 0.1)
+    rollout = Rollout(strategy="canary", step_weight=25, max_weight=50, interval=10)
+    driver.begin("predict", rollout, candidate="p-2", stable="p-1", weight=25)
+    # errors from before the canary began do not count
+    counters["p-2"] = page(ok=40)
+    counters["p-2"] = RevisionStats("p-2", 1040, 50, counters["p-2"].buckets)
+    assert driver.tick() == []  # the interval has not passed
+    now[0] = 10.0
     [(_, d)] = driver.tick()
-    assert d.action == "rollback"
+    assert (d.action, d.weight) == ("advance", 50)
+    now[0] = 20.0
+    [(_, d)] = driver.tick()  # no requests since the last check
+    assert d.action == "halt" and d.failed_checks == 1
+    assert target.calls == [("weight 50", "predict")]
+    assert driver.active == ["predict"]
+
+
+def test_driver_rolls_back_on_model_quality_from_real_metrics_pages() -> None:
+    """A version whose holdout accuracy is below the bound is rolled back without errors."""
+    counters = {"p-2": page()}
+    now = [0.0]
+    target = Target()
+    seen: list[str] = []
+    driver = CanaryDriver(
+        lambda fn: dict(counters),
+        target,
+        clock=lambda: now[0],
+        interval_seconds=1.0,
+        on_decision=lambda fn, d: seen.append(d.action),
+    )
+    rollout = Rollout(strategy="canary", min_model_quality=0.9, threshold=2)
+    driver.begin("predict", rollout, candidate="p-2", stable="p-1", weight=20)
+    for step, ok in enumerate((30, 60, 90), start=1):
+        counters["p-2"] = page(ok=ok, accuracy=0.5)
+        now[0] = float(step)
+        driver.tick()
+    assert seen == ["rollback"]
     assert target.calls == [("rollback", "predict")]
+    assert driver.active == []
 
 
 def test_parse_metrics_reads_what_the_server_exports() -> None:
@@ -121,13 +171,15 @@ def test_parse_metrics_reads_what_the_server_exports() -> None:
     from runtime.server.metrics import Metrics
 
     m = Metrics("predict")
+    m.show_model("digits", 3, {"metrics": {"accuracy": 0.93, "train_rows": 1000}})
     for _ in range(8):
         m.observe(200, 0.010)
     m.observe(500, 0.020)
     m.observe(503, 0.030)
     stats = parse_metrics("predict-00002", m.render().decode())
     assert (stats.revision, stats.requests, stats.errors) == ("predict-00002", 10, 2)
-    assert stats.latency_sum == pytest.approx(0.13)
+    assert dict(stats.buckets)[0.01] == 8 and stats.buckets[-1] == (math.inf, 10)
+    assert stats.quality == {"accuracy": 0.93, "train_rows": 1000.0}
 
 
 def test_scrape_sums_instances_and_skips_unreachable_ones() -> None:
@@ -159,7 +211,7 @@ def test_scrape_sums_instances_and_skips_unreachable_ones() -> None:
     finally:
         server.shutdown()
         server.server_close()
-    assert (stats.requests, stats.errors, stats.latency_sum) == (2, 0, 1.0)
+    assert (stats.requests, stats.errors, dict(stats.buckets)[0.5]) == (2, 0, 2)
 
 
 def dead_url() -> str:
@@ -183,19 +235,26 @@ def test_the_driver_finds_new_canaries_and_judges_each_candidate_once() -> None:
         }
     }
     policies = {
-        "predict": Rollout(strategy="canary", window_seconds=1, min_requests=0),
+        "predict": Rollout(strategy="canary", step_weight=20, max_weight=20),
         "other": Rollout(strategy="replace"),
         "solo": Rollout(strategy="canary"),
     }
     find = local_splits(lambda: state, policies.get)
     [split] = find()
-    assert (split.function, split.candidate, split.stable) == ("predict", "p-2", "p-1")
+    assert (split.function, split.candidate, split.stable, split.weight) == (
+        "predict",
+        "p-2",
+        "p-1",
+        20,
+    )
 
     now = [0.0]
     target = Target()
-    driver = CanaryDriver(lambda fn: {}, target, clock=lambda: now[0], find=find)
+    driver = CanaryDriver(
+        lambda fn: {"p-2": page(ok=int(now[0]) * 10)}, target, clock=lambda: now[0], find=find
+    )
     assert driver.tick() == [] and driver.active == ["predict"]
-    now[0] = 2.0
+    now[0] = 30.0
     [(fn, d)] = driver.tick()
     assert (fn, d.action) == ("predict", "promote")
     assert driver.tick() == [] and driver.active == []  # not judged twice

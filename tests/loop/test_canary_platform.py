@@ -25,8 +25,8 @@ class Resp(BaseModel):
 
 @inference(
     request=Req, response=Resp, name="{name}",
-    rollout={{"strategy": "canary", "percent": 50, "window_seconds": 1,
-              "min_requests": 10, "max_error_rate": 0.1}},
+    rollout={{"strategy": "canary", "step_weight": 50, "max_weight": 50, "threshold": 2,
+              "min_success_rate": 90, "max_latency_p99": 5}},
 )
 def handler(batch: list[Req]) -> list[Resp]:
     """Revision {revision}."""
@@ -59,6 +59,7 @@ def test_a_good_canary_is_promoted_and_a_broken_one_rolled_back(tmp_path: Path) 
         "MLFN_PLATFORM_PRELOAD": "flask",
         "MLFN_PLATFORM_WATCH_SECONDS": "0.2",
         "MLFN_LOOP_CANARY_TICK_SECONDS": "0.2",
+        "MLFN_LOOP_CANARY_INTERVAL_SECONDS": "2",
         "MLFN_PLATFORM_STABLE_WINDOW_SECONDS": "60",
         "PYTHONPATH": str(root),
     }

@@ -1,4 +1,4 @@
-"""swap (rollout ``replace``), canary (rollout ``canary``, 30%) and boot (``canary``,
+"""swap (rollout ``replace``), canary (rollout ``canary``, 30%, accuracy >= 0.8) and boot (``canary``,
 bootstrapped by its first instance): each answers its model's constant label; a version published with
 ``extra={"broken": True}`` makes the function fail."""
 
@@ -35,11 +35,12 @@ def swap(batch: list[Req], model: LoadedModel) -> list[Resp]:
     model={"name": "canary-m", "poll_seconds": 0.2},
     rollout={
         "strategy": "canary",
-        "percent": 30,
-        "window_seconds": 8,
-        "min_requests": 20,
-        "max_error_rate": 0.05,
-        "max_latency_ratio": 50,  # sub-millisecond latencies on a shared machine are noise
+        "step_weight": 30,
+        "max_weight": 30,
+        "threshold": 1,  # the tests keep traffic flowing: every interval has requests
+        "min_success_rate": 95,
+        "max_latency_p99": 5,  # seconds: latencies on a shared machine are noise
+        "min_model_quality": 0.8,
     },
 )
 def canary(batch: list[Req], model: LoadedModel) -> list[Resp]:
@@ -50,7 +51,7 @@ def canary(batch: list[Req], model: LoadedModel) -> list[Resp]:
     request=Req,
     response=Resp,
     model={"name": "boot-m", "poll_seconds": 0.2},
-    rollout={"strategy": "canary", "percent": 30},
+    rollout={"strategy": "canary", "step_weight": 30},
 )
 def boot(batch: list[Req], model: LoadedModel) -> list[Resp]:
     """Its model has no version when ``mlfn dev`` starts: its first instance bootstraps one."""
