@@ -258,7 +258,7 @@ def dispatch_cmd(
     from runtime.spec import Delivery, EventBatch
 
     server = _bootstrap(settings, bootstrap)
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, no_colour=settings.no_color)
     if not sink.startswith(("http://", "https://")):
         raise click.BadParameter(f"{sink!r} is not an http(s) URL", param_hint="--sink")
     try:

@@ -67,7 +67,7 @@ def dev(
         settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
     from runtime.logs import configure
 
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, no_colour=settings.no_color)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     options = DevOptions(
         port=settings.platform_port if port is None else port,

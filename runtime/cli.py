@@ -61,7 +61,9 @@ def serve(settings: Settings, function: str, port: int, host: str) -> None:
     from runtime.server.metrics import process_start_time
 
     started = process_start_time()
-    configure(settings.log_level, settings.log_format, function=function)
+    configure(
+        settings.log_level, settings.log_format, no_colour=settings.no_color, function=function
+    )
     fn = _find(settings, function)
     from runtime.server import run
 
@@ -139,7 +141,7 @@ def invoke(
             from runtime.logs import configure
 
             level = "WARNING" if settings.log_level.upper() == "INFO" else settings.log_level
-            configure(level, settings.log_format)
+            configure(level, settings.log_format, no_colour=settings.no_color)
             req = request_for(fn.spec.is_event, payload, path, event_type)
             status, body = invoke_local(fn, settings, req)
         else:
@@ -204,7 +206,9 @@ def job(settings: Settings, function: str, event_path: str) -> None:
     from runtime.server.app import Request
     from runtime.server.invoke import InvokeError, invoke_local
 
-    configure(settings.log_level, settings.log_format, function=function)
+    configure(
+        settings.log_level, settings.log_format, no_colour=settings.no_color, function=function
+    )
     fn = _find(settings, function)
     if not fn.spec.is_event:
         raise click.UsageError(

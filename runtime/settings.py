@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.logs import LogFormat
 
 __all__ = ["Settings"]
 
@@ -26,7 +28,15 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".mlfn"), description="local state: model and dataset stores")
     namespace: str = Field(default="default", description="Knative namespace (and local one)")
     log_level: str = "INFO"
-    log_format: str = Field(default="json", description="json or text")
+    log_format: LogFormat = Field(
+        default="auto",
+        description="json, text (short human lines), or auto: text on a terminal, else json",
+    )
+    no_color: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("NO_COLOR", "no_color"),
+        description="NO_COLOR (no-color.org, not MLFN_-prefixed): set it to turn off colour",
+    )
 
     # --- runtime (server) ---------------------------------------------------------
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
@@ -132,6 +142,12 @@ class Settings(BaseSettings):
     loop_canary_tick_seconds: float = Field(
         default=1.0, gt=0, description="how often the local canary controller reads metrics"
     )
+
+    @field_validator("no_color", mode="before")
+    @classmethod
+    def _any_value_is_set(cls, v: object) -> object:
+        # no-color.org: present and not empty means no colour, whatever the value says
+        return bool(v) if isinstance(v, str) else v
 
     @property
     def model_store_path(self) -> Path:
