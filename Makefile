@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-fast lint bench render build deploy undeploy produce status clean
+.PHONY: help venv dev test test-fast lint bench render graph build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -38,6 +38,9 @@ bench: venv ## benchmarks; each prints a table
 
 render: venv ## print Knative manifests rendered from the function specs
 	$(BIN)/mlfn render
+
+graph: venv ## regenerate docs/graph.md: the example pipeline as a Mermaid graph
+	$(BIN)/mlfn graph --format markdown -o docs/graph.md
 
 build: venv ## build and push images (docker, podman or buildah)
 	$(BIN)/mlfn build

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from eventing.graph_cli import graph as graph_cmd
 from runtime.settings import Settings
 
 _BOOTSTRAP_HELP = (
@@ -306,4 +307,4 @@ def dispatch_cmd(
         click.echo(" ".join(f"{k}={v}" for k, v in s.counters.items()), err=True)
 
 
-COMMANDS: list[click.Command] = [broker_cmd, produce_cmd, dispatch_cmd]
+COMMANDS: list[click.Command] = [broker_cmd, produce_cmd, dispatch_cmd, graph_cmd]

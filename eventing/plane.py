@@ -30,9 +30,23 @@ from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.spec import FunctionSpec
 
-__all__ = ["EventingPlane", "plan"]
+__all__ = ["EventingPlane", "plan", "source_name", "trigger_name"]
 
 log = logging.getLogger(__name__)
+
+
+def source_name(spec: FunctionSpec, i: int) -> str:
+    """The KafkaSource name of ``spec.sources[i]``: its own, ``<fn>``, or ``<fn>-<i>``."""
+    src = spec.sources[i]
+    return src.name or (spec.name if len(spec.sources) == 1 else f"{spec.name}-{i}")
+
+
+def trigger_name(spec: FunctionSpec, i: int) -> str:
+    """The Trigger name of ``spec.subscriptions[i]``: its own, ``<fn>-<broker>``, or ``<fn>-<i>``."""
+    sub = spec.subscriptions[i]
+    return sub.name or (
+        f"{spec.name}-{sub.broker}" if len(spec.subscriptions) == 1 else f"{spec.name}-{i}"
+    )
 
 
 def plan(
@@ -55,7 +69,7 @@ def plan(
     for spec in specs:
         reply = broker_topic(ns, spec.reply_to_broker) if spec.reply_to_broker else None
         for i, src in enumerate(spec.sources):
-            name = src.name or (spec.name if len(spec.sources) == 1 else f"{spec.name}-{i}")
+            name = source_name(spec, i)
             out.append(
                 DispatcherConfig(
                     name=name,
@@ -72,9 +86,7 @@ def plan(
                 )
             )
         for i, sub in enumerate(spec.subscriptions):
-            name = sub.name or (
-                f"{spec.name}-{sub.broker}" if len(spec.subscriptions) == 1 else f"{spec.name}-{i}"
-            )
+            name = trigger_name(spec, i)
             out.append(
                 DispatcherConfig(
                     name=name,

@@ -157,12 +157,12 @@ class QuietNoise(logging.Filter):
 
     @staticmethod
     def is_noise(record: logging.LogRecord) -> bool:
-        if record.name == "kafka.cluster" and str(record.msg).startswith("Metadata refresh: failed"):
+        if record.name == "kafka.cluster" and str(record.msg).startswith(
+            "Metadata refresh: failed"
+        ):
             args = record.args if isinstance(record.args, tuple) else ()
             return bool(args) and type(args[0]).__name__ == "Cancelled"
-        return record.name.startswith("kafka.net") and "blocking the event loop" in str(
-            record.msg
-        )
+        return record.name.startswith("kafka.net") and "blocking the event loop" in str(record.msg)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.DEBUG and self.is_noise(record):

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from runtime.logs import QuietNoise, configure, resolve_format
+from runtime.logs import configure, resolve_format
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +106,9 @@ def test_cancelled_metadata_refresh_and_slow_selector_steps_are_not_errors(fmt: 
 
     out = io.StringIO()
     configure("INFO", fmt, stream=out)
-    logging.getLogger("kafka.cluster").error("Metadata refresh: failed %s", kafka.errors.Cancelled())
+    logging.getLogger("kafka.cluster").error(
+        "Metadata refresh: failed %s", kafka.errors.Cancelled()
+    )
     logging.getLogger("kafka.net.selector").warning(
         "Task %r ran for %.3fs (>%.3fs threshold). It is blocking the event loop -- likely a "
         "tight sync loop inside a coroutine. Other pollers will time out.",
@@ -122,7 +124,9 @@ def test_noise_is_still_there_at_debug_level() -> None:
 
     out = io.StringIO()
     configure("DEBUG", "json", stream=out)
-    logging.getLogger("kafka.cluster").error("Metadata refresh: failed %s", kafka.errors.Cancelled())
+    logging.getLogger("kafka.cluster").error(
+        "Metadata refresh: failed %s", kafka.errors.Cancelled()
+    )
     assert json.loads(out.getvalue())["level"] == "debug"
 
 
