@@ -144,6 +144,9 @@ def _function_detail(spec: FunctionSpec) -> str:
     return ", ".join(bits)
 
 
+_MODEL = "model (in the model store)"
+
+
 def pipeline_graph(specs: Iterable[FunctionSpec], namespace: str = "default") -> Graph:
     """The pipeline that ``specs`` describe, as nodes and edges (pure)."""
     b = _Builder()
@@ -183,12 +186,12 @@ def pipeline_graph(specs: Iterable[FunctionSpec], namespace: str = "default") ->
             b.edge(fn, broker, ", ".join(spec.emits) or "replies")
         if spec.model is not None:
             model = b.node(
-                Node(f"model:{spec.model.name}", "model", spec.model.name, "model", "store")
+                Node(f"model:{spec.model.name}", "model", spec.model.name, _MODEL, "store")
             )
             b.edge(model, fn, "loads the latest version", dashed=True)
         if spec.retrain is not None:
             model = b.node(
-                Node(f"model:{spec.retrain.model}", "model", spec.retrain.model, "model", "store")
+                Node(f"model:{spec.retrain.model}", "model", spec.retrain.model, _MODEL, "store")
             )
             b.edge(fn, model, "publishes versions (gated)", dashed=True)
     groups = {"store": "model store"} if any(n.group for n in b.nodes.values()) else {}

@@ -153,6 +153,7 @@ class DevPlatform:
             "pid": os.getpid(),
             "gateway": f"http://{self.settings.platform_host}:{self.gateway.port}",
             "control": f"http://127.0.0.1:{self.gateway.port}/_mlfn",
+            "console": f"http://{self.settings.platform_host}:{self.gateway.port}/_mlfn/ui/",
             "bootstrap": self.bootstrap,
         }
         tmp = path.with_suffix(".tmp")
@@ -160,14 +161,15 @@ class DevPlatform:
         tmp.replace(path)
 
     def ready_line(self) -> str:
+        """What ``mlfn dev`` prints once it is up: where the gateway and the console are."""
+        from localplatform.console import UI_PATH
+
         names = ", ".join(self.serving.functions) or "none"
-        line = (
-            f"mlfn dev ready: gateway http://{self.settings.platform_host}:{self.gateway.port} "
-            f"(functions: {names}"
-        )
+        gateway = f"http://{self.settings.platform_host}:{self.gateway.port}"
+        line = f"mlfn dev ready: gateway {gateway} (functions: {names}"
         if self.bootstrap:
             line += f"; broker {self.bootstrap}"
-        return line + "; `mlfn status` shows the rest)"
+        return line + f"; `mlfn status` shows the rest)\n  console: {gateway}{UI_PATH}"
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
