@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-fast lint bench render graph build deploy undeploy produce status clean
+.PHONY: help venv dev test test-fast lint docs bench render build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -28,19 +28,21 @@ test: venv ## run the whole suite (unit, integration on the real broker, end to 
 test-fast: venv ## unit tests only
 	$(BIN)/python -m pytest -W error -m unit $(PYTEST_ARGS)
 
-lint: venv ## ruff and mypy --strict on the packages
+lint: venv ## ruff, mypy --strict on the packages, and the import contract (the floors)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+docs: venv ## regenerate the reference pages in docs/ (settings, spec, pipeline graph) from the code
+	$(BIN)/python -m mlfn.reference docs
+	$(BIN)/mlfn graph --format markdown -o docs/graph.md
 
 bench: venv ## benchmarks; each prints a table
 	$(BIN)/python -m bench
 
 render: venv ## print Knative manifests rendered from the function specs
 	$(BIN)/mlfn render
-
-graph: venv ## regenerate docs/graph.md: the example pipeline as a Mermaid graph
-	$(BIN)/mlfn graph --format markdown -o docs/graph.md
 
 build: venv ## build and push images (docker, podman or buildah)
 	$(BIN)/mlfn build

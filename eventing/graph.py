@@ -314,7 +314,7 @@ def to_dot(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(graph: Graph, command: str = "make graph") -> str:
+def to_markdown(graph: Graph, command: str = "make docs") -> str:
     """A Markdown page with the Mermaid graph and a legend (``docs/graph.md``)."""
     return (
         "# The pipeline as a graph\n\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
 
 __all__ = ["graph"]
 
@@ -28,7 +28,7 @@ __all__ = ["graph"]
     help="Write to this file instead of stdout.",
 )
 @click.pass_obj
-def graph(settings: Settings, fmt: str, output: Path | None) -> None:
+def graph(settings: RuntimeSettings, fmt: str, output: Path | None) -> None:
     """Draw the event-driven pipeline: topics, sources, functions, brokers, triggers, models.
 
     Built from the function specs alone (nothing needs to run). Triggers show their
@@ -46,10 +46,10 @@ def graph(settings: Settings, fmt: str, output: Path | None) -> None:
     from runtime.registry import discover
 
     try:
-        specs = [fn.spec for fn in discover(settings.functions_package)]
+        specs = [fn.spec for fn in discover(settings.common.functions_package)]
     except (DiscoveryError, SpecError) as err:
         raise click.ClickException(str(err)) from err
-    text = render(pipeline_graph(specs, settings.namespace), fmt)
+    text = render(pipeline_graph(specs, settings.common.namespace), fmt)
     if output is None:
         click.echo(text, nl=False)
         return

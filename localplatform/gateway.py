@@ -67,7 +67,7 @@ class Gateway:
         try:
             self._server = await loop.create_server(
                 lambda: DownstreamProtocol(
-                    self.handle, self._connections, self.settings.max_body_bytes
+                    self.handle, self._connections, self.settings.server.max_body_bytes
                 ),
                 host,
                 port,
@@ -107,7 +107,11 @@ class Gateway:
             return
         serving = self.serving
         found = route(
-            req.host, req.path, serving.functions, self.settings.namespace, self.settings.domain
+            req.host,
+            req.path,
+            serving.functions,
+            self.settings.common.namespace,
+            self.settings.platform.domain,
         )
         if found is None:
             down.send(
@@ -115,7 +119,7 @@ class Gateway:
                     404,
                     f"no function for host {(req.host or b'').decode('latin-1')!r} and path "
                     f"{req.path.decode('latin-1')!r}; use /<function>/... or the Host header "
-                    f"<function>.{self.settings.namespace}.{self.settings.domain}",
+                    f"<function>.{self.settings.common.namespace}.{self.settings.platform.domain}",
                     functions=sorted(serving.functions),
                 ),
                 req.keep_alive,
@@ -192,9 +196,9 @@ class Gateway:
         """The platform's state, as ``GET /_mlfn/status`` returns it."""
         await self.serving.refresh_models()
         out: dict[str, Any] = {
-            "gateway": f"http://{self.settings.platform_host}:{self.port}",
-            "namespace": self.settings.namespace,
-            "domain": self.settings.domain,
+            "gateway": f"http://{self.settings.platform.host}:{self.port}",
+            "namespace": self.settings.common.namespace,
+            "domain": self.settings.platform.domain,
             "functions": self.serving.snapshot(),
         }
         if self.extra_status is not None:
@@ -229,7 +233,9 @@ class Gateway:
             from localplatform.console import pipeline
 
             specs = [fn.latest.spec for fn in self.serving.functions.values()]
-            down.send(json_response(200, pipeline(specs, self.settings.namespace)), req.keep_alive)
+            down.send(
+                json_response(200, pipeline(specs, self.settings.common.namespace)), req.keep_alive
+            )
         elif path == "models" and req.method == b"GET":
             down.send(json_response(200, await self.models()), req.keep_alive)
         elif path == "healthz":

@@ -96,10 +96,10 @@ def test_mermaid_and_dot_are_well_formed() -> None:
 
 
 def test_docs_graph_md_is_up_to_date() -> None:
-    """docs/graph.md is generated (``make graph``): this fails when the specs changed since."""
+    """docs/graph.md is generated (``make docs``): this fails when the specs changed since."""
     expected = to_markdown(pipeline_graph(_example()))
     path = REPO / "docs" / "graph.md"
-    assert path.read_text(encoding="utf-8") == expected, "docs/graph.md is stale: run `make graph`"
+    assert path.read_text(encoding="utf-8") == expected, "docs/graph.md is stale: run `make docs`"
 
 
 def test_the_command_prints_and_writes(tmp_path: Path) -> None:

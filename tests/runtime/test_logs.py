@@ -92,12 +92,12 @@ def test_no_color_turns_colour_off() -> None:
 
 
 def test_no_color_setting_reads_the_standard_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from runtime.settings import Settings
+    from runtime.settings import CommonSettings
 
     monkeypatch.setenv("NO_COLOR", "1")
-    assert Settings().no_color is True
+    assert CommonSettings().no_color is True
     monkeypatch.setenv("NO_COLOR", "")
-    assert Settings().no_color is False
+    assert CommonSettings().no_color is False
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

@@ -1,5 +1,8 @@
-"""The `mlfn` commands that runtime provides: serve, invoke, list, job, new.
+"""The commands that run, describe or start one function: serve, invoke, job, list, new.
 
+They compose the runtime's server with eventing's Kafka emitters (where a retrain
+function's announcements go) and with each back end's effective spec (``mlfn list
+--backend``), which is why they live in the command line and not in ``runtime``.
 Heavy imports (gunicorn, the server, the function package) stay inside the commands.
 """
 
@@ -12,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.settings import Settings
+from mlfn.settings import Settings
 
 if TYPE_CHECKING:
     from runtime.function import Function
+    from runtime.spec import FunctionSpec
 
 __all__ = ["COMMANDS"]
 
@@ -25,7 +29,7 @@ def _find(settings: Settings, name: str) -> Function:
     from runtime.registry import discover
 
     try:
-        return discover(settings.functions_package).get(name)
+        return discover(settings.common.functions_package).get(name)
     except (DiscoveryError, SpecError) as err:
         raise click.ClickException(str(err)) from err
 
@@ -63,12 +67,16 @@ def serve(settings: Settings, function: str, port: int, host: str) -> None:
 
     started = process_start_time()
     configure(
-        settings.log_level, settings.log_format, no_colour=settings.no_color, function=function
+        settings.common.log_level,
+        settings.common.log_format,
+        no_colour=settings.common.no_color,
+        function=function,
     )
     fn = _find(settings, function)
+    from eventing.sinks import emitters_for
     from runtime.server import run
 
-    run(fn, settings, port, host, batching=settings.batching, started_at=started)
+    run(fn, settings, port, host, emitters=emitters_for(settings), started_at=started)
 
 
 def _read_data(data: str) -> Any:
@@ -91,7 +99,7 @@ def _is_event_here(settings: Settings, name: str) -> bool:
     from runtime.registry import discover
 
     try:
-        return discover(settings.functions_package).get(name).spec.is_event
+        return discover(settings.common.functions_package).get(name).spec.is_event
     except Exception:
         return False
 
@@ -133,6 +141,7 @@ def invoke(
       mlfn invoke predict --data '{"instances": [[0.0, 0.5, ...64 values]]}'
       mlfn invoke predict --url http://127.0.0.1:8080 --data @request.json
     """
+    from eventing.sinks import emitters_for
     from runtime.server.invoke import InvokeError, invoke_local, invoke_remote, request_for
 
     payload = _read_data(data)
@@ -141,10 +150,14 @@ def invoke(
             fn = _find(settings, function)
             from runtime.logs import configure
 
-            level = "WARNING" if settings.log_level.upper() == "INFO" else settings.log_level
-            configure(level, settings.log_format, no_colour=settings.no_color)
+            level = (
+                "WARNING"
+                if settings.common.log_level.upper() == "INFO"
+                else settings.common.log_level
+            )
+            configure(level, settings.common.log_format, no_colour=settings.common.no_color)
             req = request_for(fn.spec.is_event, payload, path, event_type)
-            status, body = invoke_local(fn, settings, req)
+            status, body = invoke_local(fn, settings, req, emitters=emitters_for(settings))
         else:
             req = request_for(_is_event_here(settings, function), payload, path, event_type)
             status, body = invoke_remote(url, req)
@@ -157,28 +170,52 @@ def invoke(
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print every spec as JSON.")
+@click.option(
+    "--backend",
+    type=click.Choice(["spec", "local", "knative"]),
+    default="spec",
+    show_default=True,
+    help="Show the specs as written, or as a back end runs them (its defaults resolved).",
+)
 @click.pass_obj
-def list_(settings: Settings, as_json: bool) -> None:
+def list_(settings: Settings, as_json: bool, backend: str) -> None:
     """List the functions in MLFN_FUNCTIONS_PACKAGE with their specs.
+
+    With --backend local or knative, each spec is shown as that back end runs it: the
+    local platform's scaling defaults (MLFN_PLATFORM_*), or Knative's GPU defaults.
 
     \b
     Example:
       mlfn list
-      mlfn list --json | jq '.[0].scaling'
+      mlfn list --backend local
+      mlfn list --json --backend knative | jq '.[0].scaling'
     """
     from runtime.errors import DiscoveryError, SpecError
     from runtime.registry import discover
     from runtime.server.listing import spec_table
 
     try:
-        registry = discover(settings.functions_package)
+        registry = discover(settings.common.functions_package)
     except (DiscoveryError, SpecError) as err:
         raise click.ClickException(str(err)) from err
-    specs = [fn.spec for fn in registry]
+    specs = [effective(fn.spec, settings, backend) for fn in registry]
     if as_json:
         click.echo(json.dumps([s.model_dump(mode="json") for s in specs], indent=2))
     else:
         click.echo(spec_table(specs))
+
+
+def effective(spec: FunctionSpec, settings: Settings, backend: str) -> FunctionSpec:
+    """``spec`` as ``backend`` runs it (``spec``: as written)."""
+    if backend == "local":
+        from localplatform.effective import effective_spec as local
+
+        return local(spec, settings.platform)
+    if backend == "knative":
+        from knative.effective import effective_spec as cluster
+
+        return cluster(spec)
+    return spec
 
 
 @click.command("job")
@@ -202,13 +239,17 @@ def job(settings: Settings, function: str, event_path: str) -> None:
     Example:
       mlfn job retrain --event event.json
     """
-    from eventing import codec
+    from eventing.sinks import emitters_for
+    from runtime import events
     from runtime.logs import configure
     from runtime.server.app import Request
     from runtime.server.invoke import InvokeError, invoke_local
 
     configure(
-        settings.log_level, settings.log_format, no_colour=settings.no_color, function=function
+        settings.common.log_level,
+        settings.common.log_format,
+        no_colour=settings.common.no_color,
+        function=function,
     )
     fn = _find(settings, function)
     if not fn.spec.is_event:
@@ -217,17 +258,17 @@ def job(settings: Settings, function: str, event_path: str) -> None:
         )
     try:
         with open(event_path, encoding="utf-8") as f:
-            ev = codec.event_from_dict(json.load(f))
+            ev = events.event_from_dict(json.load(f))
     except OSError as err:
         raise click.BadParameter(f"cannot read {event_path}: {err}", param_hint="--event") from err
     except ValueError as err:
         raise click.BadParameter(
             f"{event_path} is not a structured CloudEvent: {err}", param_hint="--event"
         ) from err
-    msg = codec.to_http_binary(ev)
+    msg = events.to_http_binary(ev)
     req = Request("POST", "/", {k.lower(): v for k, v in msg.headers.items()}, msg.body)
     try:
-        status, body = invoke_local(fn, settings, req)
+        status, body = invoke_local(fn, settings, req, emitters=emitters_for(settings))
     except InvokeError as err:
         raise click.ClickException(str(err)) from err
     click.echo(body)
@@ -273,7 +314,7 @@ def new(settings: Settings, name: str, kind: str, model: str | None, tests_dir: 
     """
     from runtime.scaffold import ScaffoldError, plan_scaffold, write_scaffold
 
-    package = settings.functions_package
+    package = settings.common.functions_package
     try:
         files = plan_scaffold(name, kind, package=package, model=model, tests_dir=tests_dir)
         _refuse_taken_name(settings, name)
@@ -294,7 +335,7 @@ def _refuse_taken_name(settings: Settings, name: str) -> None:
     from runtime.scaffold import ScaffoldError
 
     try:
-        registry = discover(settings.functions_package)
+        registry = discover(settings.common.functions_package)
     except (DiscoveryError, SpecError):
         return  # no package yet (or a broken one): nothing to clash with that we can see
     if name in registry.functions:
