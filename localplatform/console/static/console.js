@@ -247,12 +247,12 @@ function drawDispatchers(status) {
 const PLOT_W = 500, PLOT_H = 190, M = { l: 44, r: 34, t: 14, b: 30 };
 
 function plotModel(model) {
-  const root = svg("svg", { class: "plot", width: PLOT_W, height: PLOT_H, viewBox: `0 0 ${PLOT_W} ${PLOT_H}`, "data-plot": model.name });
   const points = model.versions.filter((v) => typeof v.metrics.accuracy === "number");
   if (!points.length) {
-    root.append(svg("text", { x: M.l, y: PLOT_H / 2 }, "no version with a holdout accuracy yet"));
-    return root;
+    const why = model.versions.length ? "no version has a holdout accuracy" : "its first version is made when a function serving it starts (bootstrap) or a retrain publishes";
+    return el("p", { class: "note", "data-plot": model.name }, why);
   }
+  const root = svg("svg", { class: "plot", width: PLOT_W, height: PLOT_H, viewBox: `0 0 ${PLOT_W} ${PLOT_H}`, "data-plot": model.name });
   const times = points.map((v) => Date.parse(v.created));
   let t0 = Math.min(...times), t1 = Math.max(...times);
   if (t1 - t0 < 1000) { t0 -= 30000; t1 += 30000; }
@@ -302,6 +302,9 @@ function plotModel(model) {
 
 function drawModels(models) {
   const blocks = (models.models || []).map((m) => {
+    if (!m.versions.length && !m.error) {
+      return el("div", { class: "model", "data-model": m.name }, el("h3", {}, m.name, el("span", { class: "muted" }, "  no version yet")), plotModel(m));
+    }
     const rows = [...m.versions].reverse().map((v) =>
       el("tr", { "data-version": v.version },
         el("td", { class: "mono" }, `v${v.version}`, v.version === m.latest ? el("span", { class: "muted" }, " latest") : null),
