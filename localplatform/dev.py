@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from localplatform.gateway import Gateway
+from localplatform.routing import UI_PATH
 from localplatform.serving import Serving
 from localplatform.settings import LocalRoot
 from runtime import localstate
@@ -154,7 +155,7 @@ class DevPlatform:
             "pid": os.getpid(),
             "gateway": f"http://{self.settings.platform.host}:{self.gateway.port}",
             "control": f"http://127.0.0.1:{self.gateway.port}/_mlfn",
-            "console": f"http://{self.settings.platform.host}:{self.gateway.port}/_mlfn/ui/",
+            "console": f"http://{self.settings.platform.host}:{self.gateway.port}{UI_PATH}",
             "bootstrap": self.bootstrap,
         }
         tmp = path.with_suffix(".tmp")
@@ -163,8 +164,6 @@ class DevPlatform:
 
     def ready_line(self) -> str:
         """What ``mlfn dev`` prints once it is up: where the gateway and the console are."""
-        from localplatform.console import UI_PATH
-
         names = ", ".join(self.serving.functions) or "none"
         gateway = f"http://{self.settings.platform.host}:{self.gateway.port}"
         line = f"mlfn dev ready: gateway {gateway} (functions: {names}"

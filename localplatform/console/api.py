@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from localplatform.routing import UI_PATH
 from runtime.errors import MlfnError
 from runtime.models.store import ModelStore
 from runtime.spec import FunctionSpec
@@ -16,8 +17,6 @@ __all__ = ["UI_PATH", "model_history", "model_names", "pipeline", "static_respon
 
 log = logging.getLogger(__name__)
 
-UI_PATH = "/_mlfn/ui/"
-"""Where the gateway serves the console (``/_mlfn/ui`` answers too)."""
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
