@@ -4,9 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-fast lint docs bench render build deploy undeploy produce status clean
+.PHONY: help venv browser dev test test-fast lint docs bench render build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -22,7 +24,11 @@ venv: $(STAMP) ## create .venv and install mlfn with its dev and torch extras
 dev: venv ## start the whole platform locally on the embedded broker
 	$(BIN)/mlfn dev
 
-test: venv ## run the whole suite (unit, integration on the real broker, end to end)
+browser: ## Debian's chromium for the console's browser test (installed only when missing)
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+test: venv browser ## run the whole suite (unit, integration on the real broker, end to end)
 	$(BIN)/python -m pytest -W error -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv ## unit tests only
@@ -34,8 +40,9 @@ lint: venv ## ruff, mypy --strict on the packages, and the import contract (the 
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-docs: venv ## regenerate the reference pages in docs/ (settings, spec) from the code
+docs: venv ## regenerate the reference pages in docs/ (settings, spec, pipeline graph) from the code
 	$(BIN)/python -m mlfn.reference docs
+	$(BIN)/mlfn graph --format markdown -o docs/graph.md
 
 bench: venv ## benchmarks; each prints a table
 	$(BIN)/python -m bench

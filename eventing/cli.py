@@ -11,6 +11,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from eventing.graph_cli import graph as graph_cmd
 from eventing.settings import EventingRoot
 from runtime.localstate import RunFileError, running_platform
 from runtime.spec import Delivery, EventBatch, KafkaSource, format_iso_duration
@@ -291,7 +292,11 @@ def dispatch_cmd(
     from runtime.logs import configure
 
     server = _bootstrap(settings, bootstrap)
-    configure(settings.common.log_level, settings.common.log_format)
+    configure(
+        settings.common.log_level,
+        settings.common.log_format,
+        no_colour=settings.common.no_color,
+    )
     if not sink.startswith(("http://", "https://")):
         raise click.BadParameter(f"{sink!r} is not an http(s) URL", param_hint="--sink")
     try:
@@ -346,4 +351,4 @@ def dispatch_cmd(
         click.echo(" ".join(f"{k}={v}" for k, v in s.counters.items()), err=True)
 
 
-COMMANDS: list[click.Command] = [broker_cmd, produce_cmd, dispatch_cmd]
+COMMANDS: list[click.Command] = [broker_cmd, produce_cmd, dispatch_cmd, graph_cmd]

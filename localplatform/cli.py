@@ -67,7 +67,11 @@ def dev(
         settings = settings.updated(eventing={"bootstrap_servers": bootstrap})
     from runtime.logs import configure
 
-    configure(settings.common.log_level, settings.common.log_format)
+    configure(
+        settings.common.log_level,
+        settings.common.log_format,
+        no_colour=settings.common.no_color,
+    )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     options = DevOptions(
         port=settings.platform.port if port is None else port,

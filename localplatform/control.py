@@ -12,6 +12,7 @@ from typing import Any
 import urllib3
 
 from localplatform.errors import PlatformRequestError
+from localplatform.routing import UI_PATH
 from localplatform.settings import LocalRoot
 from runtime.localstate import running_platform
 
@@ -105,6 +106,7 @@ def format_status(state: dict[str, Any]) -> str:
     """Render the status JSON as the text ``mlfn status`` prints."""
     lines = [
         f"gateway {state['gateway']}  (namespace {state['namespace']}, domain {state['domain']})"
+        f"  console {state['gateway']}{UI_PATH}"
     ]
     for name, fn in state["functions"].items():
         lines.append("")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from localplatform.gateway import Gateway
+from localplatform.routing import UI_PATH
 from localplatform.serving import Serving
 from localplatform.settings import LocalRoot
 from runtime import localstate
@@ -169,6 +170,7 @@ class DevPlatform:
             "pid": os.getpid(),
             "gateway": f"http://{self.settings.platform.host}:{self.gateway.port}",
             "control": f"http://127.0.0.1:{self.gateway.port}/_mlfn",
+            "console": f"http://{self.settings.platform.host}:{self.gateway.port}{UI_PATH}",
             "bootstrap": self.bootstrap,
         }
         tmp = path.with_suffix(".tmp")
@@ -176,14 +178,13 @@ class DevPlatform:
         tmp.replace(path)
 
     def ready_line(self) -> str:
+        """What ``mlfn dev`` prints once it is up: where the gateway and the console are."""
         names = ", ".join(self.serving.functions) or "none"
-        line = (
-            f"mlfn dev ready: gateway http://{self.settings.platform.host}:{self.gateway.port} "
-            f"(functions: {names}"
-        )
+        gateway = f"http://{self.settings.platform.host}:{self.gateway.port}"
+        line = f"mlfn dev ready: gateway {gateway} (functions: {names}"
         if self.bootstrap:
             line += f"; broker {self.bootstrap}"
-        return line + "; `mlfn status` shows the rest)"
+        return line + f"; `mlfn status` shows the rest)\n  console: {gateway}{UI_PATH}"
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()

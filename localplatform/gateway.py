@@ -8,7 +8,8 @@ no instance with room. Status codes decided here:
 - 502: the instance died or closed the connection mid-request (or keeps failing to start);
 - 504: no answer within the function's ``timeout_seconds`` (held time included).
 
-Paths under ``/_mlfn/`` are the platform's own API (``mlfn status``, ``mlfn rollout``).
+Paths under ``/_mlfn/`` are the platform's own API (``mlfn status``, ``mlfn rollout``) and
+its web console (``/_mlfn/ui``, with the ``graph`` and ``models`` JSON it polls).
 """
 
 from __future__ import annotations
@@ -204,6 +205,15 @@ class Gateway:
             out.update(self.extra_status())
         return out
 
+    async def models(self) -> dict[str, Any]:
+        """Every model's versions, as ``GET /_mlfn/models`` returns them (read off the loop)."""
+        from localplatform.console import model_history, model_names
+
+        names = model_names(fn.latest.spec for fn in self.serving.functions.values())
+        store = self.serving.models.store
+        loop = asyncio.get_running_loop()
+        return {"models": await loop.run_in_executor(None, model_history, store, names)}
+
     async def _control(self, req: Request, down: DownstreamProtocol) -> None:
         path = req.path.split(b"?", 1)[0][len(CONTROL_PREFIX) :].decode("latin-1")
         if path == "status" and req.method == b"GET":
@@ -215,6 +225,19 @@ class Gateway:
                 f"Content-Length: {len(body)}\r\n\r\n"
             )
             down.send(head.encode() + body, req.keep_alive)
+        elif path == "ui" or path.startswith("ui/"):
+            from localplatform.console import static_response
+
+            down.send(static_response(path), req.keep_alive)
+        elif path == "graph" and req.method == b"GET":
+            from localplatform.console import pipeline
+
+            specs = [fn.latest.spec for fn in self.serving.functions.values()]
+            down.send(
+                json_response(200, pipeline(specs, self.settings.common.namespace)), req.keep_alive
+            )
+        elif path == "models" and req.method == b"GET":
+            down.send(json_response(200, await self.models()), req.keep_alive)
         elif path == "healthz":
             down.send(json_response(200, {"status": "ok"}), req.keep_alive)
         elif path == "rollout" and req.method == b"POST":
@@ -222,7 +245,11 @@ class Gateway:
             down.send(json_response(status, payload), req.keep_alive)
         else:
             down.send(
-                error_response(404, f"no platform endpoint {path!r}; try status, metrics, rollout"),
+                error_response(
+                    404,
+                    f"no platform endpoint {path!r}; try status, metrics, rollout, graph, "
+                    "models, or the console at /_mlfn/ui",
+                ),
                 req.keep_alive,
             )
 

@@ -19,6 +19,8 @@ from localplatform.errors import RolloutError
 __all__ = ["RolloutError", "Route", "Traffic", "route"]
 
 CONTROL_PREFIX = "/_mlfn/"
+UI_PATH = CONTROL_PREFIX + "ui/"
+"""Where the gateway serves the web console (``localplatform.console``)."""
 """Path prefix of the platform's own API; never a function name (names are DNS labels)."""
 
 

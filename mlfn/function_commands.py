@@ -1,4 +1,4 @@
-"""The commands that run or describe one function: serve, invoke, job, list.
+"""The commands that run, describe or start one function: serve, invoke, job, list, new.
 
 They compose the runtime's server with eventing's Kafka emitters (where a retrain
 function's announcements go) and with each back end's effective spec (``mlfn list
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -65,7 +66,12 @@ def serve(settings: Settings, function: str, port: int, host: str) -> None:
     from runtime.server.metrics import process_start_time
 
     started = process_start_time()
-    configure(settings.common.log_level, settings.common.log_format, function=function)
+    configure(
+        settings.common.log_level,
+        settings.common.log_format,
+        no_colour=settings.common.no_color,
+        function=function,
+    )
     fn = _find(settings, function)
     from eventing.sinks import emitters_for
     from runtime.server import run
@@ -149,7 +155,7 @@ def invoke(
                 if settings.common.log_level.upper() == "INFO"
                 else settings.common.log_level
             )
-            configure(level, settings.common.log_format)
+            configure(level, settings.common.log_format, no_colour=settings.common.no_color)
             req = request_for(fn.spec.is_event, payload, path, event_type)
             status, body = invoke_local(fn, settings, req, emitters=emitters_for(settings))
         else:
@@ -239,7 +245,12 @@ def job(settings: Settings, function: str, event_path: str) -> None:
     from runtime.server.app import Request
     from runtime.server.invoke import InvokeError, invoke_local
 
-    configure(settings.common.log_level, settings.common.log_format, function=function)
+    configure(
+        settings.common.log_level,
+        settings.common.log_format,
+        no_colour=settings.common.no_color,
+        function=function,
+    )
     fn = _find(settings, function)
     if not fn.spec.is_event:
         raise click.UsageError(
@@ -265,4 +276,74 @@ def job(settings: Settings, function: str, event_path: str) -> None:
         raise SystemExit(1)
 
 
-COMMANDS: list[click.Command] = [serve, invoke, list_, job]
+@click.command("new")
+@click.argument("name")
+@click.option(
+    "--kind",
+    type=click.Choice(["inference", "event", "retrain"]),
+    required=True,
+    help="inference: HTTP with a model; event: a KafkaSource replying to the broker; "
+    "retrain: a trigger that stores rows and retrains a model.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Model an inference function serves or a retrain function trains (default: NAME).",
+)
+@click.option(
+    "--tests-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("tests") / "functions",
+    show_default=True,
+    help="Where the function's test goes (relative to the current directory).",
+)
+@click.pass_obj
+def new(settings: Settings, name: str, kind: str, model: str | None, tests_dir: Path) -> None:
+    """Start a new function: a module in MLFN_FUNCTIONS_PACKAGE and its test.
+
+    The function shows in `mlfn list` and runs under `mlfn dev` as written; edit it from
+    there. Existing files are never overwritten. To connect a retrain function to an
+    inference one, give both the same --model.
+
+    \b
+    Example:
+      mlfn new churn --kind inference
+      mlfn new churn-rows --kind retrain --model churn
+      mlfn new enrich --kind event
+      pytest tests/functions/test_churn.py
+    """
+    from runtime.scaffold import ScaffoldError, plan_scaffold, write_scaffold
+
+    package = settings.common.functions_package
+    try:
+        files = plan_scaffold(name, kind, package=package, model=model, tests_dir=tests_dir)
+        _refuse_taken_name(settings, name)
+        written = write_scaffold(Path.cwd(), files)
+    except ScaffoldError as err:
+        raise click.ClickException(str(err)) from err
+    except OSError as err:
+        raise click.ClickException(f"cannot write the new files: {err}") from err
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(f"next: `mlfn list` shows {name}; `mlfn dev` serves it; edit {written[0]}")
+
+
+def _refuse_taken_name(settings: Settings, name: str) -> None:
+    """A function of that name elsewhere in the package would clash at discovery."""
+    from runtime.errors import DiscoveryError, SpecError
+    from runtime.registry import discover
+    from runtime.scaffold import ScaffoldError
+
+    try:
+        registry = discover(settings.common.functions_package)
+    except (DiscoveryError, SpecError):
+        return  # no package yet (or a broken one): nothing to clash with that we can see
+    if name in registry.functions:
+        taken = registry.functions[name].spec
+        raise ScaffoldError(
+            f"a function named {name!r} exists already ({taken.module}.{taken.entrypoint}); "
+            "pick another name"
+        )
+
+
+COMMANDS: list[click.Command] = [serve, invoke, list_, job, new]

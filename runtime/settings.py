@@ -20,8 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.logs import LogFormat
 
 __all__ = [
     "CommonSettings",
@@ -59,7 +61,22 @@ class CommonSettings(Section):
     home: Path = Field(default=Path(".mlfn"), description="local state: model and dataset stores")
     namespace: str = Field(default="default", description="Knative namespace (and local one)")
     log_level: str = Field(default="INFO", description="root log level")
-    log_format: str = Field(default="json", description="log lines: json or text")
+    log_format: LogFormat = Field(
+        default="auto",
+        description="log lines: json, text (short human lines), or auto: text on a terminal, "
+        "json otherwise",
+    )
+    no_color: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("NO_COLOR", "no_color"),
+        description="NO_COLOR (no-color.org; not MLFN_-prefixed): set to turn colour off in text logs",
+    )
+
+    @field_validator("no_color", mode="before")
+    @classmethod
+    def _any_value_is_set(cls, v: object) -> object:
+        # no-color.org: present and not empty means no colour, whatever the value says
+        return bool(v) if isinstance(v, str) else v
 
 
 class ServerSettings(Section):

@@ -34,6 +34,7 @@ __all__ = [
     "Scaling",
     "Subscription",
     "Toleration",
+    "check_function_name",
     "format_go_duration",
     "format_iso_duration",
 ]
@@ -42,6 +43,19 @@ FunctionKind = Literal["inference", "event", "http", "cloudevent"]
 """``inference``/``event``: mlfn decorators; ``http``/``cloudevent``: plain functions-framework."""
 
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_function_name(name: str) -> str:
+    """Return ``name`` if it can name a function; raise ``ValueError`` saying why not.
+
+    A function name becomes a Knative Service name, so it is a DNS label.
+    """
+    if not _NAME.match(name) or len(name) > 63:
+        raise ValueError(
+            f"function name {name!r} must be a DNS label (lowercase letters, digits and '-', "
+            "starting with a letter, at most 63 characters): it becomes a Knative Service name"
+        )
+    return name
 
 
 class _Frozen(BaseModel):
@@ -404,12 +418,7 @@ class FunctionSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _dns_name(cls, v: str) -> str:
-        if not _NAME.match(v) or len(v) > 63:
-            raise ValueError(
-                f"function name {v!r} must be a DNS label (lowercase letters, digits and '-', "
-                "starting with a letter, at most 63 characters): it becomes a Knative Service name"
-            )
-        return v
+        return check_function_name(v)
 
     @model_validator(mode="after")
     def _quality_needs_a_model(self) -> FunctionSpec:

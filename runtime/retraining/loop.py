@@ -367,6 +367,10 @@ class RetrainLoop:
                     "could not announce %s: %s", event["type"], err, extra={"model": self.model}
                 )
         progress.finish(verdict.decision)
+        if "accuracy" in metrics:
+            self.metrics.holdout_accuracy.labels(self.model, verdict.decision).set(
+                metrics["accuracy"]
+            )
         if verdict.publish and version is not None:
             self.metrics.version.labels(self.model).set(version.version)
         log.info(

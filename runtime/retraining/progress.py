@@ -89,6 +89,12 @@ class TrainingMetrics:
             ["model"],
             registry=r,
         )
+        self.holdout_accuracy = Gauge(
+            "mlfn_model_holdout_accuracy",
+            "Holdout accuracy of the last candidate the gate judged, by its decision",
+            ["model", "decision"],
+            registry=r,
+        )
 
 
 REGISTRY = CollectorRegistry(auto_describe=True)

@@ -113,6 +113,11 @@ def test_the_loop_publishes_rejects_and_never_serves_a_broken_candidate(env: Env
     assert [e["subject"] for e in env.events] == ["digits", "digits"]
     assert [event_data(e)["version"] for e in env.events] == [2, 3]
     assert event_data(env.events[0])["metrics"]["accuracy"] > 0.9
+    gauge = env.metrics.registry.get_sample_value  # what the Grafana dashboard plots
+    published = gauge("mlfn_model_holdout_accuracy", {"model": "digits", "decision": "published"})
+    rejected = gauge("mlfn_model_holdout_accuracy", {"model": "digits", "decision": "rejected"})
+    assert published == env.models.info("digits", 2).metrics["accuracy"]
+    assert rejected == env.models.info("digits", 3).metrics["accuracy"]
 
 
 def test_too_little_data_is_skipped_not_failed(env: Env) -> None:
