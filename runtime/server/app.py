@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime.function import Function
 from runtime.logs import request_context
@@ -29,6 +29,7 @@ from runtime.settings import Settings
 __all__ = ["App", "Request", "Response", "create_app"]
 
 log = logging.getLogger("mlfn.server")
+T = TypeVar("T")
 
 _JSON = {"Content-Type": "application/json"}
 _STATUS = {
@@ -136,6 +137,7 @@ class App:
 
             self._flask = flask_app(function, settings.max_body_bytes)
         self._alias = f"/{function.name}"
+        self._closers: list[Callable[[], None]] = []
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -158,7 +160,13 @@ class App:
                 return False
         return True
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` (another protocol's server, say) when the app closes."""
+        self._closers.append(closer)
+
     def close(self) -> None:
+        for closer in self._closers:
+            closer()
         model = self.dispatcher.model
         if model is not None:
             model.stop()
@@ -373,6 +381,10 @@ class App:
     def _run(
         self, call: Callable[[], tuple[int, dict[str, str], bytes]]
     ) -> tuple[int, dict[str, str], bytes]:
+        return self.guarded(call)
+
+    def guarded(self, call: Callable[[], T]) -> T:
+        """``call()`` once the model is ready, within the concurrency limit (every protocol)."""
         if not self._ready.is_set():
             raise e.NotReady(
                 self.load_error or f"{self.spec.name} is still loading its model; retry shortly",
@@ -394,7 +406,7 @@ class App:
         d = self.dispatcher
         if parts == ["v2"]:
             _allow(req, "GET")
-            return _json({"name": "mlfn", "version": "2", "extensions": []})
+            return _json({"name": "mlfn", "version": "2", "extensions": ["binary_tensor_data"]})
         if parts == ["v2", "health", "live"]:
             _allow(req, "GET")
             return _json({"live": True})
@@ -402,13 +414,11 @@ class App:
             _allow(req, "GET")
             return _json({"ready": self.ready}, 200 if self.ready else 503)
         if len(parts) >= 3 and parts[1] == "models":
-            name = parts[2]
-            names = {self.spec.name} | ({self.spec.model.name} if self.spec.model else set())
-            if name not in names:
-                raise e.NotFound(f"no model {name!r} here; this server serves {self.spec.name!r}")
+            self.check_model_name(parts[2])
             rest = parts[3:]
+            version = None
             if len(rest) >= 2 and rest[0] == "versions":
-                rest = rest[2:]  # any version: the server serves the current one
+                version, rest = rest[1], rest[2:]
             if rest == []:
                 _allow(req, "GET")
                 return _json(d.oip_metadata())
@@ -419,8 +429,14 @@ class App:
                 )
             if rest == ["infer"]:
                 _allow(req, "POST")
-                return self._run(lambda: (200, dict(_JSON), d.oip_infer(req.body, ctype)))
+                return self._run(lambda: (200, *d.oip_infer(req.body, req.headers, version)))
         raise e.NotFound(f"no Open Inference Protocol route {path}")
+
+    def check_model_name(self, name: str) -> None:
+        """A 404 unless ``name`` is this function's (or its model's) name."""
+        names = {self.spec.name} | ({self.spec.model.name} if self.spec.model else set())
+        if name not in names:
+            raise e.NotFound(f"no model {name!r} here; this server serves {self.spec.name!r}")
 
     def _plain_in_process(self, req: Request) -> tuple[int, dict[str, str], bytes]:
         client = self._flask.test_client()

@@ -169,11 +169,14 @@ def run(
     *,
     batching: bool = True,
     started_at: float | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve ``function`` until SIGTERM/SIGINT; returns after a graceful drain.
 
     The app (and its model) is created in the worker process, after gunicorn forks.
-    ``port=0`` binds a free port (read it from the log line or the socket).
+    ``port=0`` binds a free port (read it from the log line or the socket). With
+    ``grpc_port`` (inference functions) the worker also serves the Open Inference
+    Protocol over gRPC on that port, through the same app.
 
     Example:
         >>> from runtime.registry import discover
@@ -183,6 +186,11 @@ def run(
     options = gunicorn_options(function, settings, host, port)
 
     def factory() -> App:
-        return create_app(function, settings, batching=batching, started_at=started)
+        app = create_app(function, settings, batching=batching, started_at=started)
+        if grpc_port is not None:
+            from runtime.server.grpc.service import serve_grpc
+
+            serve_grpc(app, host, grpc_port)
+        return app
 
     _Gunicorn(options, factory).run()
