@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-fast lint bench render build deploy undeploy produce status clean
+.PHONY: help venv dev test test-fast lint grpc-stubs bench render build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -32,6 +32,9 @@ lint: venv ## ruff and mypy --strict on the packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+grpc-stubs: venv ## regenerate the committed gRPC stubs from runtime/server/grpc/*.proto
+	$(BIN)/python -m runtime.server.grpc.generate
 
 bench: venv ## benchmarks; each prints a table
 	$(BIN)/python -m bench

@@ -51,21 +51,21 @@ def _off_the_event_loop(model: Any) -> None:
 
     Loading is CPU work that never yields: run on the event loop it would stall
     ``/healthz`` and ``/readyz`` (and gunicorn's heartbeat) until done. gevent's thread pool
-    runs it beside the loop; ``model.start()`` then finds the version loaded and only starts
-    its poller on the loop. An empty store is left to ``start()``, which bootstraps it.
+    runs it beside the loop (bootstrapping an empty store first); ``model.start()`` then
+    finds the version loaded and only starts its poller on the loop.
     """
     import sys
 
     monkey = sys.modules.get("gevent.monkey")
-    refresh = getattr(model, "refresh", None)
-    if monkey is None or not monkey.is_module_patched("threading") or not callable(refresh):
+    load_now = getattr(model, "load_now", None)
+    if monkey is None or not monkey.is_module_patched("threading") or not callable(load_now):
         return
     from gevent import get_hub
 
     from runtime.errors import ModelNotFoundError
 
-    with contextlib.suppress(ModelNotFoundError):
-        get_hub().threadpool.apply(refresh)
+    with contextlib.suppress(ModelNotFoundError):  # start() raises it again, with the reason
+        get_hub().threadpool.apply(load_now)
 
 
 @dataclass(frozen=True)

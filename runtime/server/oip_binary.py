@@ -219,14 +219,10 @@ def binary_outputs(payload: Mapping[str, Any]) -> tuple[bool, set[str]]:
     return default, listed
 
 
-def encode_reply(
-    reply: dict[str, Any], payload: Mapping[str, Any]
-) -> tuple[dict[str, str], bytes]:
+def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
     """Headers and body of an inference reply: binary outputs where the request asked."""
     default, listed = binary_outputs(payload)
-    named = {
-        str(o.get("name")) for o in payload.get("outputs") or [] if isinstance(o, dict)
-    }
+    named = {str(o.get("name")) for o in payload.get("outputs") or [] if isinstance(o, dict)}
     blobs: list[bytes] = []
     for out in reply["outputs"]:
         name = out["name"]

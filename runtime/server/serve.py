@@ -186,11 +186,14 @@ def run(
     options = gunicorn_options(function, settings, host, port)
 
     def factory() -> App:
-        app = create_app(function, settings, batching=batching, started_at=started)
-        if grpc_port is not None:
+        app = create_app(
+            function, settings, batching=batching, started_at=started, start=grpc_port is None
+        )
+        if grpc_port is not None:  # before the model loads: starting gRPC yields to gevent
             from runtime.server.grpc.service import serve_grpc
 
             serve_grpc(app, host, grpc_port)
+            app.start()
         return app
 
     _Gunicorn(options, factory).run()

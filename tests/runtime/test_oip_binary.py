@@ -86,7 +86,12 @@ def test_a_binary_request_splits_into_json_and_one_array_per_binary_input() -> N
     body, n = _binary_request(
         {
             "inputs": [
-                {"name": "a", "datatype": "FP32", "shape": [2, 2], "parameters": {"binary_data_size": 16}},
+                {
+                    "name": "a",
+                    "datatype": "FP32",
+                    "shape": [2, 2],
+                    "parameters": {"binary_data_size": 16},
+                },
                 {"name": "b", "datatype": "INT64", "shape": [1], "data": [7]},
             ]
         },
@@ -108,7 +113,12 @@ def test_a_binary_request_splits_into_json_and_one_array_per_binary_input() -> N
 def test_binary_sizes_are_checked_against_the_body(size: int, extra: bytes, message: str) -> None:
     header = {
         "inputs": [
-            {"name": "a", "datatype": "FP32", "shape": [2, 2], "parameters": {"binary_data_size": size}}
+            {
+                "name": "a",
+                "datatype": "FP32",
+                "shape": [2, 2],
+                "parameters": {"binary_data_size": size},
+            }
         ]
     }
     body, n = _binary_request(header, b"\x00" * 16, extra)
@@ -141,7 +151,9 @@ def test_outputs_go_binary_where_the_request_asks() -> None:
     assert head["outputs"][0]["parameters"] == {"binary_data_size": 16}
     assert "data" not in head["outputs"][0] and head["outputs"][1]["data"] == [0.5]
     assert np.frombuffer(body[n:], dtype="<i8").tolist() == [3, 4]
-    everything = encode_reply(json.loads(json.dumps(reply)), {"parameters": {"binary_data_output": True}})
+    everything = encode_reply(
+        json.loads(json.dumps(reply)), {"parameters": {"binary_data_output": True}}
+    )
     assert len(everything[1]) - int(everything[0]["Inference-Header-Content-Length"]) == 24
     plain_headers, plain = encode_reply(json.loads(json.dumps(reply)), {})
     assert plain_headers == {"Content-Type": "application/json"} and json.loads(plain) == reply

@@ -54,7 +54,8 @@ def _typed(where: str, tensor: Any, shape: list[int]) -> NDArray[Any]:
     if field is None:
         raise BadRequest(
             f"{where}: datatype {datatype!r} has no typed contents; send it in "
-            "raw_input_contents" + ("" if datatype in ("FP16", "BF16") else " with a known datatype")
+            "raw_input_contents"
+            + ("" if datatype in ("FP16", "BF16") else " with a known datatype")
         )
     values = getattr(tensor.contents, field)
     count = math.prod(shape)

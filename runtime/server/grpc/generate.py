@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         texts = generate(Path(tmp))
-    stale = [n for n, text in texts.items() if not (HERE / n).is_file() or (HERE / n).read_text() != text]
+    stale = [
+        n for n, text in texts.items() if not (HERE / n).is_file() or (HERE / n).read_text() != text
+    ]
     if opts.check:
         for name in stale:
             print(f"{HERE / name} is stale: run python -m runtime.server.grpc.generate")

@@ -44,7 +44,7 @@ def _gevent_patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The six OIP RPCs of one function's App (model repository RPCs: UNIMPLEMENTED)."""
 
     def __init__(self, app: App) -> None:
@@ -189,13 +189,12 @@ def serve_grpc(app: App, host: str, port: int) -> GrpcServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), server)  # type: ignore[no-untyped-call]
+    cause: Exception | None = None
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as err:
         bound, cause = 0, err
-    else:
-        cause = None
     if not bound:
         raise OSError(
             f"gRPC cannot listen on {host}:{port} ({cause or 'address in use?'}); pick another "
@@ -204,5 +203,7 @@ def serve_grpc(app: App, host: str, port: int) -> GrpcServer:
     server.start()
     running = GrpcServer(server, bound, settings.drain_seconds)
     app.on_close(running.stop)
-    log.info("serving %s over gRPC on %s:%d", app.spec.name, host, bound, extra={"grpc_port": bound})
+    log.info(
+        "serving %s over gRPC on %s:%d", app.spec.name, host, bound, extra={"grpc_port": bound}
+    )
     return running
