@@ -138,6 +138,7 @@ class App:
             self._flask = flask_app(function, settings.max_body_bytes)
         self._alias = f"/{function.name}"
         self._closers: list[Callable[[], None]] = []
+        self._openapi: bytes | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -347,6 +348,9 @@ class App:
             _allow(req, "GET")
             return 200, {"Content-Type": CONTENT_TYPE}, self.metrics.render()
         kind = self.spec.kind
+        if path in ("/openapi.json", "/docs") and (kind == "inference" or self.spec.is_event):
+            _allow(req, "GET")
+            return self._docs(path)
         ctype = req.headers.get("content-type", "")
         d = self.dispatcher
         if kind == "inference":
@@ -364,8 +368,17 @@ class App:
             return self._plain_in_process(req)
         raise e.NotFound(f"no route {path}; {self.spec.name} ({kind}) serves: {self._routes()}")
 
+    def _docs(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        from runtime.server import openapi
+
+        if path == "/docs":
+            return 200, {"Content-Type": "text/html; charset=utf-8"}, openapi.DOCS_HTML
+        if self._openapi is None:
+            self._openapi = openapi.document_json(self.function)
+        return 200, dict(_JSON), self._openapi
+
     def _routes(self) -> str:
-        base = ["GET /healthz", "GET /readyz", "GET /metrics"]
+        base = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /docs"]
         if self.spec.kind == "inference":
             base += [f"POST / (or {self._alias})", "the Open Inference Protocol under /v2"]
         elif self.spec.is_event:
