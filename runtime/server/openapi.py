@@ -242,7 +242,7 @@ def document(fn: Function) -> dict[str, Any]:
     }
 
 
-DOCS_HTML = """<!doctype html>
+DOCS_HTML = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>API docs</title>
 <style>
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em;color:#222}
@@ -298,7 +298,7 @@ fetch(base + "openapi.json").then(r => r.json()).then(doc => {
   document.getElementById("ops").innerHTML = html;
 }).catch(e => { document.getElementById("ops").textContent = "cannot load openapi.json: " + e; });
 </script></body></html>
-""".encode()
+"""
 """The docs page: renders ``openapi.json`` (fetched relative to the page) without a CDN."""
 
 
