@@ -229,6 +229,11 @@ class FunctionSpec(_Frozen):
     )
     retrain: RetrainPolicy | None = None
     rollout: Rollout = Rollout()
+    grpc: bool = Field(
+        default=False,
+        description="inference: serve the Open Inference Protocol over gRPC (on Knative the "
+        "revision's one port speaks h2c, so its URL takes gRPC; locally `mlfn dev` routes it)",
+    )
     env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -240,6 +245,14 @@ class FunctionSpec(_Frozen):
                 "starting with a letter, at most 63 characters): it becomes a Knative Service name"
             )
         return v
+
+    @model_validator(mode="after")
+    def _grpc_is_for_inference(self) -> FunctionSpec:
+        if self.grpc and self.kind != "inference":
+            raise ValueError(
+                f"grpc=True needs an inference function; {self.name} is a {self.kind} function"
+            )
+        return self
 
     @property
     def is_gpu(self) -> bool:

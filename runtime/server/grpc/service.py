@@ -15,7 +15,9 @@ like the HTTP requests, so the batcher's cooperative primitives serve both.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -145,65 +147,119 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
 
 class GrpcServer:
-    """A started gRPC server; :meth:`stop` drains it."""
+    """The gRPC side of one App: it listens once the model is ready; :meth:`stop` drains it.
 
-    def __init__(self, server: Any, port: int, drain_seconds: float) -> None:
-        self.server = server
-        self.port = port
-        self.drain_seconds = drain_seconds
+    Binding only when ready makes the port itself the readiness signal, which is what a
+    Knative TCP readiness probe on an ``h2c`` port checks (a gRPC revision has no HTTP
+    port to probe).
+    """
+
+    def __init__(self, app: App, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.error: str | None = None
+        self._server: Any = None
+        self._stopped = False
+
+    def listen(self) -> None:
+        """Bind and start now (the model need not be ready: RPCs answer UNAVAILABLE)."""
+        settings = self.app.settings
+        # under gevent the pool's "threads" are greenlets: cheap, and the App's limiter
+        # (container concurrency + queue) bounds the work; with real threads keep it small
+        workers = 1000 if _gevent_patched() else settings.threads
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlfn-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.app), server)  # type: ignore[no-untyped-call]
+        where = f"{self.host}:{self.requested_port}"
+        cause: Exception | None = None
+        try:
+            bound = server.add_insecure_port(where)
+        except RuntimeError as err:
+            bound, cause = 0, err
+        if not bound:
+            raise OSError(
+                f"gRPC cannot listen on {where} ({cause or 'address in use?'}); pick another "
+                "port with --grpc-port or MLFN_GRPC_PORT (0: any free one)"
+            )
+        server.start()
+        self._server, self.port = server, bound
+        log.info(
+            "serving %s over gRPC on %s:%d",
+            self.app.spec.name,
+            self.host,
+            bound,
+            extra={"grpc_port": bound},
+        )
+
+    def listen_when_ready(self) -> None:
+        """Wait for the model, then :meth:`listen` (run it in a thread or greenlet)."""
+        while not self._stopped and not self.app.wait_ready(1.0):
+            if self.app.load_error is not None:
+                self.error = self.app.load_error
+                log.error("gRPC not started: %s", self.error)
+                return
+        if self._stopped:
+            return
+        try:
+            self.listen()
+        except OSError as err:
+            self.error = str(err)
+            log.error("%s", err)
 
     def stop(self) -> None:
         """Stop accepting RPCs; let those in flight finish within the drain period."""
-        self.server.stop(self.drain_seconds).wait(self.drain_seconds + 1)
-        log.info("gRPC server stopped", extra={"port": self.port})
+        self._stopped = True
+        if self._server is None:
+            return
+        drain = self.app.settings.drain_seconds
+        self._server.stop(drain).wait(drain + 1)
+        log.info("gRPC server stopped", extra={"grpc_port": self.port})
 
 
 _gevent_ready = False
 
 
-def serve_grpc(app: App, host: str, port: int) -> GrpcServer:
-    """Serve ``app``'s function over gRPC on ``host:port`` (0: a free port) until closed.
+def serve_grpc(app: App, host: str, port: int, *, when_ready: bool = True) -> GrpcServer:
+    """Serve ``app``'s function over gRPC on ``host:port`` (0: a free port) until it closes.
 
-    The server stops when the app closes. Call it in the serving process after gevent
-    patched it (gunicorn's worker), before anything else creates a gRPC object there.
+    With ``when_ready`` the port opens once the model is loaded (a background greenlet or
+    thread waits); otherwise now. Call it in the serving process after gevent patched it
+    (gunicorn's worker), before anything else there creates a gRPC object.
 
     Raises:
-        OSError: the port cannot be bound.
+        OSError: ``port`` is taken (checked now, also when binding waits for the model).
     """
     global _gevent_ready
-    gevent = _gevent_patched()
-    if gevent and not _gevent_ready:
+    if _gevent_patched() and not _gevent_ready:
         from grpc.experimental import gevent as grpc_gevent
 
         grpc_gevent.init_gevent()
         _gevent_ready = True
-    settings = app.settings
-    # under gevent the pool's "threads" are greenlets: cheap, and the App's limiter
-    # (container concurrency + queue) bounds the work; with real threads keep it small
-    workers = 1000 if gevent else settings.threads
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlfn-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), server)  # type: ignore[no-untyped-call]
-    cause: Exception | None = None
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as err:
-        bound, cause = 0, err
-    if not bound:
-        raise OSError(
-            f"gRPC cannot listen on {host}:{port} ({cause or 'address in use?'}); pick another "
-            "port with --grpc-port or MLFN_GRPC_PORT (0: any free one)"
-        )
-    server.start()
-    running = GrpcServer(server, bound, settings.drain_seconds)
+    running = GrpcServer(app, host, port)
     app.on_close(running.stop)
-    log.info(
-        "serving %s over gRPC on %s:%d", app.spec.name, host, bound, extra={"grpc_port": bound}
-    )
+    if not when_ready:
+        running.listen()
+        return running
+    if port:
+        _check_free(host, port)
+    threading.Thread(target=running.listen_when_ready, name="mlfn-grpc-start", daemon=True).start()
     return running
+
+
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(
+                f"gRPC cannot listen on {host}:{port}: {err.strerror or err}; pick another "
+                "port with --grpc-port or MLFN_GRPC_PORT (0: any free one)"
+            ) from err
