@@ -5,10 +5,10 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import Request, create_app
 from runtime.server.openapi import document
-from runtime.settings import Settings
 
 pytestmark = pytest.mark.unit
 

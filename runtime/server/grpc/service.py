@@ -168,11 +168,11 @@ class GrpcServer:
         settings = self.app.settings
         # under gevent the pool's "threads" are greenlets: cheap, and the App's limiter
         # (container concurrency + queue) bounds the work; with real threads keep it small
-        workers = 1000 if _gevent_patched() else settings.threads
+        workers = 1000 if _gevent_patched() else settings.server.threads
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlfn-grpc"),
             options=[
-                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                ("grpc.max_receive_message_length", settings.server.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
             ],
@@ -219,7 +219,7 @@ class GrpcServer:
         self._stopped = True
         if self._server is None:
             return
-        drain = self.app.settings.drain_seconds
+        drain = self.app.settings.server.drain_seconds
         self._server.stop(drain).wait(drain + 1)
         log.info("gRPC server stopped", extra={"grpc_port": self.port})
 
