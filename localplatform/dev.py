@@ -96,6 +96,7 @@ class DevPlatform:
         self.bootstrap: str | None = None
         self.plane: Any = None
         self.canary: Any = None
+        self.grpc: Any = None  # the gateway's gRPC port, when a function asks for gRPC
 
     def _eventing_status(self) -> dict[str, Any]:
         if self.plane is None:
@@ -112,6 +113,11 @@ class DevPlatform:
         if broker is not None:
             self.bootstrap = await broker
         await self.gateway.start(self.settings.platform.host, self.options.port)
+        if any(fn.latest.spec.grpc for fn in self.serving.functions.values()):
+            from localplatform.grpc_gateway import GrpcGateway
+
+            self.grpc = GrpcGateway(self.serving)
+            await self.grpc.start(self.settings.platform.host, self.settings.platform.grpc_port)
         if self.bootstrap is not None:
             await loop.run_in_executor(None, self._start_plane)
         self._write_run_file()
@@ -154,6 +160,7 @@ class DevPlatform:
             "pid": os.getpid(),
             "gateway": f"http://{self.settings.platform.host}:{self.gateway.port}",
             "control": f"http://127.0.0.1:{self.gateway.port}/_mlfn",
+            "grpc": None if self.grpc is None else f"127.0.0.1:{self.grpc.port}",
             "bootstrap": self.bootstrap,
         }
         tmp = path.with_suffix(".tmp")
@@ -168,6 +175,8 @@ class DevPlatform:
         )
         if self.bootstrap:
             line += f"; broker {self.bootstrap}"
+        if self.grpc is not None:
+            line += f"; gRPC {self.settings.platform.host}:{self.grpc.port}"
         return line + "; `mlfn status` shows the rest)"
 
     async def stop(self) -> None:
@@ -181,6 +190,8 @@ class DevPlatform:
                 log.info("eventing plane stopped; delivered offsets committed")
             except TimeoutError:
                 log.error("the eventing plane did not stop within %.0fs; going on", grace + 20)
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
         await self.gateway.stop(grace)
         await self.serving.stop()
         if self.broker is not None:
