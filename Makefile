@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser dev test test-fast lint docs bench render build deploy undeploy produce status clean
+.PHONY: help venv browser dev test test-fast lint docs grpc-stubs bench render build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -43,6 +43,9 @@ lint: venv ## ruff, mypy --strict on the packages, and the import contract (the 
 docs: venv ## regenerate the reference pages in docs/ (settings, spec, pipeline graph) from the code
 	$(BIN)/python -m mlfn.reference docs
 	$(BIN)/mlfn graph --format markdown -o docs/graph.md
+
+grpc-stubs: venv ## regenerate the committed gRPC stubs from runtime/server/grpc/*.proto
+	$(BIN)/python -m runtime.server.grpc.generate
 
 bench: venv ## benchmarks; each prints a table
 	$(BIN)/python -m bench

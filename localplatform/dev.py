@@ -98,6 +98,7 @@ class DevPlatform:
         self.plane: Any = None
         self.canary: Any = None
         self.pings: Any = None
+        self.grpc: Any = None  # the gateway's gRPC port, when a function asks for gRPC
 
     def _eventing_status(self) -> dict[str, Any]:
         if self.plane is None:
@@ -114,6 +115,11 @@ class DevPlatform:
         if broker is not None:
             self.bootstrap = await broker
         await self.gateway.start(self.settings.platform.host, self.options.port)
+        if any(fn.latest.spec.grpc for fn in self.serving.functions.values()):
+            from localplatform.grpc_gateway import GrpcGateway
+
+            self.grpc = GrpcGateway(self.serving)
+            await self.grpc.start(self.settings.platform.host, self.settings.platform.grpc_port)
         if self.bootstrap is not None:
             await loop.run_in_executor(None, self._start_plane)
         self._start_pings()
@@ -171,6 +177,7 @@ class DevPlatform:
             "gateway": f"http://{self.settings.platform.host}:{self.gateway.port}",
             "control": f"http://127.0.0.1:{self.gateway.port}/_mlfn",
             "console": f"http://{self.settings.platform.host}:{self.gateway.port}{UI_PATH}",
+            "grpc": None if self.grpc is None else f"127.0.0.1:{self.grpc.port}",
             "bootstrap": self.bootstrap,
         }
         tmp = path.with_suffix(".tmp")
@@ -184,6 +191,8 @@ class DevPlatform:
         line = f"mlfn dev ready: gateway {gateway} (functions: {names}"
         if self.bootstrap:
             line += f"; broker {self.bootstrap}"
+        if self.grpc is not None:
+            line += f"; gRPC {self.settings.platform.host}:{self.grpc.port}"
         return line + f"; `mlfn status` shows the rest)\n  console: {gateway}{UI_PATH}"
 
     async def stop(self) -> None:
@@ -199,6 +208,8 @@ class DevPlatform:
                 log.info("eventing plane stopped; delivered offsets committed")
             except TimeoutError:
                 log.error("the eventing plane did not stop within %.0fs; going on", grace + 20)
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
         await self.gateway.stop(grace)
         await self.serving.stop()
         if self.broker is not None:

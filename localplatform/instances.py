@@ -143,10 +143,18 @@ class ZygoteClient:
             self.on_lost(self)
 
     def spawn(
-        self, instance: str, function: str, port: int, model_version: int | None = None
+        self,
+        instance: str,
+        function: str,
+        port: int,
+        model_version: int | None = None,
+        grpc_port: int | None = None,
     ) -> None:
         """Fork an instance of ``function`` serving on ``port``, pinned to ``model_version``
-        (None: it follows the store's ``latest``)."""
+        (None: it follows the store's ``latest``), with gRPC on ``grpc_port`` if given."""
+        overrides: dict[str, Any] = {"models": {"model_version": model_version}}
+        if grpc_port is not None:
+            overrides["server"] = {"grpc_port": grpc_port}
         self._write(
             {
                 "op": "spawn",
@@ -154,7 +162,7 @@ class ZygoteClient:
                 "function": function,
                 "port": port,
                 "t": time.monotonic(),
-                "settings": {"models": {"model_version": model_version}},
+                "settings": overrides,
             }
         )
 

@@ -56,6 +56,7 @@ class Instance:
     t_ready: float | None = None
     model_version: str | None = None
     exit_code: int | None = None
+    grpc_port: int | None = None
     pool: UpstreamPool = field(init=False)
 
     def __post_init__(self) -> None:

@@ -290,9 +290,11 @@ class Serving:
         if not self.zygote_of(rev).alive:
             return  # restarting: the next reconcile spawns it
         inst = Instance(rev.next_instance_id(), rev, _free_port(), now)
+        if rev.spec.grpc:  # the gRPC gateway routes to it
+            inst.grpc_port = _free_port()
         rev.instances[inst.id] = inst
         self._by_instance[inst.id] = inst
-        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port, rev.model)
+        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port, rev.model, inst.grpc_port)
 
     def _terminate(self, inst: Instance) -> None:
         if inst.pid is not None:

@@ -33,6 +33,12 @@ class PlatformSettings(Section):
         default="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         description="modules the zygote imports before forking instances (comma-separated)",
     )
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="gateway port for gRPC (opened when a function has grpc=True); 0: free",
+    )
     eventing: bool = Field(default=True, description="start broker + eventing plane")
     stable_window_seconds: float = Field(
         default=6.0, ge=1, description="local stable window, unless a function sets its own"

@@ -50,16 +50,23 @@ def _find(settings: Settings, name: str) -> Function:
     show_default=True,
     help="Address to bind; 0.0.0.0 in a container.",
 )
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve the Open Inference Protocol over gRPC here (env MLFN_GRPC_PORT).",
+)
 @click.pass_obj
-def serve(settings: Settings, function: str, port: int, host: str) -> None:
+def serve(settings: Settings, function: str, port: int, host: str, grpc_port: int | None) -> None:
     """Serve one function over HTTP until SIGTERM (then drain and exit 0).
 
     Routes: GET /healthz, /readyz, /metrics; inference functions take JSON on POST /
-    and the Open Inference Protocol under /v2; event functions take CloudEvents on POST /.
+    and the Open Inference Protocol under /v2 (JSON or binary tensors), and with
+    --grpc-port the protocol's gRPC service too; event functions take CloudEvents on POST /.
 
     \b
     Example:
-      mlfn serve predict --port 8080
+      mlfn serve predict --port 8080 --grpc-port 8081
       curl -s localhost:8080/readyz
     """
     from runtime.logs import configure
@@ -76,7 +83,19 @@ def serve(settings: Settings, function: str, port: int, host: str) -> None:
     from eventing.sinks import emitters_for
     from runtime.server import run
 
-    run(fn, settings, port, host, emitters=emitters_for(settings), started_at=started)
+    if grpc_port is not None and fn.spec.kind != "inference":
+        raise click.UsageError(
+            f"{function} is an {fn.spec.kind} function; only inference functions serve gRPC"
+        )
+    run(
+        fn,
+        settings,
+        port,
+        host,
+        emitters=emitters_for(settings),
+        started_at=started,
+        grpc_port=grpc_port,  # None: settings.server.grpc_port (MLFN_GRPC_PORT)
+    )
 
 
 def _read_data(data: str) -> Any:

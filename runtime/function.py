@@ -126,12 +126,14 @@ def inference(
     timeout_seconds: int = 300,
     description: str | None = None,
     env: Mapping[str, str] | None = None,
+    grpc: bool | None = None,
 ) -> Callable[[F], F]:
     """Declare an HTTP inference function.
 
     The function takes a list of validated requests and the loaded model, and returns
     one response per request: ``def f(batch: list[Req], model: LoadedModel) -> list[Resp]``.
-    Without ``batching`` the list always holds one request.
+    Without ``batching`` the list always holds one request. ``grpc=True`` serves the
+    Open Inference Protocol over gRPC too (see ``FunctionSpec.grpc``).
     """
 
     def record(target: F) -> F:
@@ -180,6 +182,7 @@ def inference(
             timeout_seconds=timeout_seconds,
             reply_to_broker=None,
             env=dict(env or {}),
+            **({} if grpc is None else {"grpc": grpc}),  # the default lives in the spec
         )
         fn = Function(spec, target, request, response, wants_context=arity == 2)
         setattr(target, ATTR, fn)

@@ -100,6 +100,12 @@ class ServerSettings(Section):
     batching: bool = Field(
         default=True, description="honour spec.batching; false: one call per request"
     )
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve the Open Inference Protocol over gRPC on this port too (0: free)",
+    )
     ready_timeout_seconds: float = Field(
         default=120.0, gt=0, description="how long `mlfn invoke` waits for the model to load"
     )

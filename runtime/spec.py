@@ -412,6 +412,11 @@ class FunctionSpec(_Frozen):
     """when a retrain function trains"""
     rollout: Rollout = Rollout()
     """how a new model version reaches traffic"""
+    grpc: bool = Field(
+        default=False,
+        description="inference: serve the Open Inference Protocol over gRPC (on Knative the "
+        "revision's one port speaks h2c, so its URL takes gRPC; locally `mlfn dev` routes it)",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     """extra environment variables of its containers"""
 
@@ -426,6 +431,14 @@ class FunctionSpec(_Frozen):
             raise ValueError(
                 f"rollout.min_model_quality is set but {self.name} serves no model; "
                 "give it model=... or drop min_model_quality"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_is_for_inference(self) -> FunctionSpec:
+        if self.grpc and self.kind != "inference":
+            raise ValueError(
+                f"grpc=True needs an inference function; {self.name} is a {self.kind} function"
             )
         return self
 

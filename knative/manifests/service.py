@@ -141,6 +141,24 @@ def tmp_volume() -> Obj:
     return {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
 
 
+GRPC_HTTP_PORT = CONTAINER_PORT + 1
+"""Where a gRPC function's HTTP routes listen inside its pod (Knative routes one port)."""
+
+
+def _serve_grpc(c: Obj) -> None:
+    """Knative's way to serve gRPC: the one container port is named ``h2c``.
+
+    The queue-proxy then speaks HTTP/2 cleartext to it, so the port is mlfn's gRPC
+    server; the HTTP routes move to another port inside the pod (metrics, docs). The
+    gRPC port opens only once the model is loaded, so a TCP probe on it is the
+    readiness check (there is no HTTP port to probe); no liveness probe, as that port
+    is closed while a model loads.
+    """
+    c["args"] = [*c["args"], "--grpc-port", str(CONTAINER_PORT), "--port", str(GRPC_HTTP_PORT)]
+    c["ports"] = [{"name": "h2c", "containerPort": CONTAINER_PORT}]
+    c["readinessProbe"] = {"tcpSocket": {}, "periodSeconds": 2, "failureThreshold": 3}
+
+
 def build_service(spec: FunctionSpec, opts: RenderOptions) -> Obj:
     """The Knative Service (``serving.knative.dev/v1``) that serves ``spec``.
 
@@ -154,17 +172,20 @@ def build_service(spec: FunctionSpec, opts: RenderOptions) -> Obj:
     # 0.0.0.0: kubelet sends liveness probes to the pod IP, not to localhost; the port
     # comes from PORT, which Knative sets to the container port.
     c = container(spec, opts, args=["serve", spec.name, "--host", "0.0.0.0"])
-    c["ports"] = [{"name": "http1", "containerPort": CONTAINER_PORT}]
-    c["readinessProbe"] = {
-        "httpGet": {"path": "/readyz"},
-        "periodSeconds": 2,
-        "failureThreshold": 3,
-    }
-    c["livenessProbe"] = {
-        "httpGet": {"path": "/healthz"},
-        "periodSeconds": 10,
-        "failureThreshold": 3,
-    }
+    if spec.grpc:
+        _serve_grpc(c)
+    else:
+        c["ports"] = [{"name": "http1", "containerPort": CONTAINER_PORT}]
+        c["readinessProbe"] = {
+            "httpGet": {"path": "/readyz"},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        }
+        c["livenessProbe"] = {
+            "httpGet": {"path": "/healthz"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        }
     pod: Obj = {
         "serviceAccountName": spec.name,
         "containerConcurrency": spec.scaling.container_concurrency,

@@ -106,20 +106,30 @@ class ModelHandle:
                 or the pinned version does not exist.
             ModelStoreError: the version cannot be read or its backend does not match.
         """
-        name = self.ref.name
+        self.load_now()
         if self.pinned is not None:
-            if self._current is None:
-                self._load_pinned(self.pinned)
             return
-        if self.store.latest_token(name) is None:
-            self._bootstrap()
-        self.refresh()
+        name = self.ref.name
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._poll, name=f"mlfn-model-poll-{name}", daemon=True
             )
             self._thread.start()
+
+    def load_now(self) -> None:
+        """Bootstrap an empty store, then load the latest (or pinned) version; no polling.
+
+        ``start()`` begins with this; a server under gevent calls it in a native thread
+        first, so that training a bootstrap version never stalls its event loop.
+        """
+        if self.pinned is not None:
+            if self._current is None:
+                self._load_pinned(self.pinned)
+            return
+        if self.store.latest_token(self.ref.name) is None:
+            self._bootstrap()
+        self.refresh()
 
     def _bootstrap(self) -> None:
         name = self.ref.name

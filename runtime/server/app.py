@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.errors import StoreUnavailableError
 from runtime.function import Function
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["App", "Request", "Response", "create_app"]
 
 log = logging.getLogger("mlfn.server")
+T = TypeVar("T")
 
 _JSON = {"Content-Type": "application/json"}
 _STATUS = {
@@ -54,21 +55,21 @@ def _off_the_event_loop(model: Any) -> None:
 
     Loading is CPU work that never yields: run on the event loop it would stall
     ``/healthz`` and ``/readyz`` (and gunicorn's heartbeat) until done. gevent's thread pool
-    runs it beside the loop; ``model.start()`` then finds the version loaded and only starts
-    its poller on the loop. An empty store is left to ``start()``, which bootstraps it.
+    runs it beside the loop (bootstrapping an empty store first); ``model.start()`` then
+    finds the version loaded and only starts its poller on the loop.
     """
     import sys
 
     monkey = sys.modules.get("gevent.monkey")
-    refresh = getattr(model, "refresh", None)
-    if monkey is None or not monkey.is_module_patched("threading") or not callable(refresh):
+    load_now = getattr(model, "load_now", None)
+    if monkey is None or not monkey.is_module_patched("threading") or not callable(load_now):
         return
     from gevent import get_hub
 
     from runtime.errors import ModelNotFoundError
 
-    with contextlib.suppress(ModelNotFoundError):
-        get_hub().threadpool.apply(refresh)
+    with contextlib.suppress(ModelNotFoundError):  # start() raises it again, with the reason
+        get_hub().threadpool.apply(load_now)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ class App:
 
             self._flask = flask_app(function, settings.server.max_body_bytes)
         self._alias = f"/{function.name}"
+        self._closers: list[Callable[[], None]] = []
+        self._openapi: bytes | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -180,8 +183,14 @@ class App:
                 return False
         return True
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` (another protocol's server, say) when the app closes."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         self._closing.set()
+        for closer in self._closers:
+            closer()
         model = self.dispatcher.model
         if model is not None:
             model.stop()
@@ -394,6 +403,9 @@ class App:
             _allow(req, "GET")
             return 200, {"Content-Type": CONTENT_TYPE}, self.metrics.render()
         kind = self.spec.kind
+        if path in ("/openapi.json", "/docs") and (kind == "inference" or self.spec.is_event):
+            _allow(req, "GET")
+            return self._docs(path)
         ctype = req.headers.get("content-type", "")
         d = self.dispatcher
         if kind == "inference":
@@ -411,8 +423,17 @@ class App:
             return self._plain_in_process(req)
         raise e.NotFound(f"no route {path}; {self.spec.name} ({kind}) serves: {self._routes()}")
 
+    def _docs(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        from runtime.server import openapi
+
+        if path == "/docs":
+            return 200, {"Content-Type": "text/html; charset=utf-8"}, openapi.DOCS_HTML
+        if self._openapi is None:
+            self._openapi = openapi.document_json(self.function)
+        return 200, dict(_JSON), self._openapi
+
     def _routes(self) -> str:
-        base = ["GET /healthz", "GET /readyz", "GET /metrics"]
+        base = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /docs"]
         if self.spec.kind == "inference":
             base += [f"POST / (or {self._alias})", "the Open Inference Protocol under /v2"]
         elif self.spec.is_event:
@@ -429,6 +450,10 @@ class App:
     def _run(
         self, call: Callable[[], tuple[int, dict[str, str], bytes]]
     ) -> tuple[int, dict[str, str], bytes]:
+        return self.guarded(call)
+
+    def guarded(self, call: Callable[[], T]) -> T:
+        """``call()`` once the model is ready, within the concurrency limit (every protocol)."""
         if not self._ready.is_set():
             raise e.NotReady(
                 self.load_error or f"{self.spec.name} is still loading its model; retry shortly",
@@ -450,7 +475,7 @@ class App:
         d = self.dispatcher
         if parts == ["v2"]:
             _allow(req, "GET")
-            return _json({"name": "mlfn", "version": "2", "extensions": []})
+            return _json({"name": "mlfn", "version": "2", "extensions": ["binary_tensor_data"]})
         if parts == ["v2", "health", "live"]:
             _allow(req, "GET")
             return _json({"live": True})
@@ -458,13 +483,11 @@ class App:
             _allow(req, "GET")
             return _json({"ready": self.ready}, 200 if self.ready else 503)
         if len(parts) >= 3 and parts[1] == "models":
-            name = parts[2]
-            names = {self.spec.name} | ({self.spec.model.name} if self.spec.model else set())
-            if name not in names:
-                raise e.NotFound(f"no model {name!r} here; this server serves {self.spec.name!r}")
+            self.check_model_name(parts[2])
             rest = parts[3:]
+            version = None
             if len(rest) >= 2 and rest[0] == "versions":
-                rest = rest[2:]  # any version: the server serves the current one
+                version, rest = rest[1], rest[2:]
             if rest == []:
                 _allow(req, "GET")
                 return _json(d.oip_metadata())
@@ -475,8 +498,14 @@ class App:
                 )
             if rest == ["infer"]:
                 _allow(req, "POST")
-                return self._run(lambda: (200, dict(_JSON), d.oip_infer(req.body, ctype)))
+                return self._run(lambda: (200, *d.oip_infer(req.body, req.headers, version)))
         raise e.NotFound(f"no Open Inference Protocol route {path}")
+
+    def check_model_name(self, name: str) -> None:
+        """A 404 unless ``name`` is this function's (or its model's) name."""
+        names = {self.spec.name} | ({self.spec.model.name} if self.spec.model else set())
+        if name not in names:
+            raise e.NotFound(f"no model {name!r} here; this server serves {self.spec.name!r}")
 
     def _plain_in_process(self, req: Request) -> tuple[int, dict[str, str], bytes]:
         client = self._flask.test_client()

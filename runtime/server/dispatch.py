@@ -22,10 +22,11 @@ from runtime import events
 from runtime.context import Context
 from runtime.errors import InvalidEvent
 from runtime.function import Function
-from runtime.server import oip
+from runtime.server import oip, oip_binary
 from runtime.server.batching import Batcher, check_results
 from runtime.server.errors import BadRequest, UnsupportedMediaType, from_validation
 from runtime.server.metrics import Metrics
+from runtime.server.versions import PinnedVersions
 from runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Dispatcher:
             emitters=emitters,
         )
         self.batcher: Batcher[BaseModel, BaseModel] | None = None
+        self.versions = PinnedVersions()
         # under gevent a request never yields while it runs the model: without a pause a
         # connection whose client answers fast is served again and again, others starve
         self._pause = _cooperative_yield()
@@ -151,6 +153,15 @@ class Dispatcher:
         self.metrics.batch_size.observe(len(rows))
         out, version = self._call(rows)
         return list(check_results(out, len(rows))), version
+
+    def predict_with(self, loaded: Any, rows: list[BaseModel]) -> tuple[list[Any], object]:
+        """Rows on a pinned version ``loaded`` (not the served one): one call, no batcher."""
+        if self._pause is not None:
+            self._pause()
+        self.metrics.batch_size.observe(len(rows))
+        target = self.function.target
+        out = target(rows, loaded) if self.function.wants_context else target(rows)
+        return list(check_results(out, len(rows))), loaded.version
 
     def announce(self) -> None:
         if self.batcher is not None:
@@ -207,23 +218,62 @@ class Dispatcher:
 
     # --- Open Inference Protocol ----------------------------------------------------
 
-    def oip_infer(self, body: bytes, content_type: str) -> bytes:
-        """``POST /v2/models/{name}/infer``: OIP tensors in and out."""
-        if not _is_json(content_type):
-            raise UnsupportedMediaType(
-                f"content type {content_type!r} is not supported; the OIP REST binding is JSON"
-            )
+    def oip_infer(
+        self, body: bytes, headers: Mapping[str, str], version: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """``POST /v2/models/{name}[/versions/{v}]/infer``: OIP tensors in and out, over REST.
+
+        JSON, or the binary tensor extension when ``Inference-Header-Content-Length`` is
+        set; outputs are binary where the request asks (:mod:`runtime.server.oip_binary`).
+        """
+        length = headers.get(oip_binary.HEADER)
+        if length is not None:
+            payload, arrays = oip_binary.split_request(body, length)
+        else:
+            ctype = headers.get("content-type", "")
+            if not _is_json(ctype):
+                raise UnsupportedMediaType(
+                    f"content type {ctype!r} is not supported; send JSON, or binary tensors "
+                    "with an Inference-Header-Content-Length header"
+                )
+            try:
+                payload = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as err:
+                raise BadRequest(f"malformed JSON: {err}") from None
+            arrays = {}
+        reply = self.oip_reply(payload, arrays, version)
+        return oip_binary.encode_reply(reply, payload)
+
+    def oip_reply(
+        self,
+        payload: Any,
+        arrays: Mapping[int, Any] | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """The protocol-neutral core of an inference request: tensors in, tensors out.
+
+        ``payload`` is the OIP request object (``inputs``, ``outputs``, ``parameters``,
+        ``id``); ``arrays`` holds inputs decoded from raw bytes by index; ``version``
+        pins a model version (None or the served one: the batcher's current model).
+        Both the REST and the gRPC binding call this.
+        """
+        pinned = self.versions.pinned(self.model, version) if version else None
+        self.announce()
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise BadRequest(f"malformed JSON: {err}") from None
-        raw_rows, whole = oip.decode_inputs(payload, self._one)
-        try:
-            rows = self._many.validate_python(raw_rows)
-        except ValidationError as err:
-            raise from_validation(err, where="rows.") from None
-        results, version = self.predict(rows)
-        encoded = [self._encode(r, version) for r in results]
+            raw_rows, whole = oip.decode_inputs(payload, self._one, arrays)
+            try:
+                rows = self._many.validate_python(raw_rows)
+            except ValidationError as err:
+                raise from_validation(err, where="rows.") from None
+        except BaseException:
+            self.withdraw()
+            raise
+        if pinned is None:
+            results, served = self.predict(rows, announced=True)
+        else:
+            self.withdraw()
+            results, served = self.predict_with(pinned, rows)
+        encoded = [self._encode(r, served) for r in results]
         for item in encoded:
             item.pop("model_version", None)
         wanted = None
@@ -231,12 +281,12 @@ class Dispatcher:
             wanted = [str(o.get("name")) for o in payload["outputs"] if isinstance(o, dict)]
         reply: dict[str, Any] = {
             "model_name": self.spec.name,
-            "model_version": None if version is None else str(version),
+            "model_version": None if served is None else str(served),
             "outputs": oip.encode_outputs(encoded, wanted, whole=whole),
         }
-        if "id" in payload:
+        if payload.get("id") not in (None, ""):
             reply["id"] = payload["id"]
-        return json.dumps(reply).encode()
+        return reply
 
     def oip_metadata(self) -> dict[str, Any]:
         assert self.function.request_model is not None and self.function.response_model

@@ -1,8 +1,10 @@
-"""HTTP errors: every status code the server answers with is decided here.
+"""Protocol errors: every status code the server answers with is decided here.
 
 Handlers raise :class:`HttpError` subclasses (or let any other exception escape); the
 WSGI layer turns them into a short JSON body ``{"error": {"code", "message", "id", ...}}``
-through :func:`render`. A client never sees a traceback.
+through :func:`render`. The gRPC binding answers the same errors with the gRPC status
+code each class names beside its HTTP status (:func:`grpc_code`). A client never sees a
+traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "from_validation",
+    "grpc_code",
     "new_error_id",
     "render",
 ]
@@ -36,6 +39,8 @@ class HttpError(MlfnError):
 
     status = 500
     code = "internal"
+    grpc = "INTERNAL"
+    """The ``grpc.StatusCode`` name the gRPC binding answers with."""
 
     def __init__(
         self,
@@ -51,15 +56,15 @@ class HttpError(MlfnError):
 
 
 class BadRequest(HttpError):
-    status, code = 400, "bad_request"
+    status, code, grpc = 400, "bad_request", "INVALID_ARGUMENT"
 
 
 class NotFound(HttpError):
-    status, code = 404, "not_found"
+    status, code, grpc = 404, "not_found", "NOT_FOUND"
 
 
 class MethodNotAllowed(HttpError):
-    status, code = 405, "method_not_allowed"
+    status, code, grpc = 405, "method_not_allowed", "UNIMPLEMENTED"
 
     def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
         super().__init__(
@@ -69,28 +74,28 @@ class MethodNotAllowed(HttpError):
 
 
 class PayloadTooLarge(HttpError):
-    status, code = 413, "payload_too_large"
+    status, code, grpc = 413, "payload_too_large", "RESOURCE_EXHAUSTED"
 
 
 class UnsupportedMediaType(HttpError):
-    status, code = 415, "unsupported_media_type"
+    status, code, grpc = 415, "unsupported_media_type", "INVALID_ARGUMENT"
 
 
 class Overloaded(HttpError):
-    status, code = 503, "overloaded"
+    status, code, grpc = 503, "overloaded", "RESOURCE_EXHAUSTED"
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class NotReady(HttpError):
-    status, code = 503, "not_ready"
+    status, code, grpc = 503, "not_ready", "UNAVAILABLE"
 
 
 class InternalError(HttpError):
     """An exception escaped the user's function (or the server): logged with this id."""
 
-    status, code = 500, "internal"
+    status, code, grpc = 500, "internal", "INTERNAL"
 
 
 def new_error_id() -> str:
@@ -108,6 +113,11 @@ def from_validation(err: ValidationError, where: str = "") -> BadRequest:
     if fields and fields[0]["problem"].startswith("Invalid JSON"):
         return BadRequest(f"malformed JSON: {fields[0]['problem']}", details={"fields": fields})
     return BadRequest(f"invalid request: {summary}{more}", details={"fields": fields})
+
+
+def grpc_code(err: HttpError) -> str:
+    """The ``grpc.StatusCode`` name for ``err`` (``INVALID_ARGUMENT`` for a 400, ...)."""
+    return err.grpc
 
 
 def render(err: HttpError, error_id: str) -> tuple[int, dict[str, str], bytes]:

@@ -7,8 +7,12 @@ The mapping, pure and without I/O:
   ``tensor[i]``; if it equals the field's rank (a field that is itself a list of rows,
   like ``instances: list[list[float]]``), the whole tensor is one request. ``data`` may
   be flat (row-major, as the protocol prefers) or nested. ``parameters`` fill the
-  non-tensor fields of every request (``{"probabilities": true}``). A request model with
-  a single field also takes one input under any name (clients often send ``input-0``).
+  non-tensor fields of every request (``{"probabilities": true}``); other parameters
+  (the protocol's own, like ``binary_data_output``) are not passed on. A request with
+  exactly one tensor is taken under any name when the request model has exactly one
+  required field (clients often send ``input-0``).
+* Binary tensors (:mod:`runtime.server.oip_binary`, and gRPC's raw contents) arrive as
+  numpy arrays by input index; their rows come from the array, at numpy's speed.
 * Response: each field of the response model becomes an output tensor of the same name,
   shaped ``[requests, *value shape]`` (or the value's own shape for one whole request),
   datatype from the values (``BOOL``, ``INT64``, ``FP64``, ``BYTES``), data flattened
@@ -21,8 +25,11 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from runtime.server.errors import BadRequest
@@ -81,10 +88,16 @@ def _reshape(flat: list[Any], shape: list[int]) -> Any:
     return [_reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-def decode_inputs(payload: Any, model: type[BaseModel]) -> tuple[list[dict[str, Any]], bool]:
+def decode_inputs(
+    payload: Any,
+    model: type[BaseModel],
+    arrays: Mapping[int, NDArray[Any]] | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
     """Rows (plain dicts, not yet validated) from an OIP inference request body.
 
-    Returns the rows and whether the tensors held one whole request (no request dimension).
+    ``arrays``: inputs already decoded from raw bytes, by index in ``inputs`` (their
+    ``data`` is not read). Returns the rows and whether the tensors held one whole
+    request (no request dimension).
 
     Raises:
         BadRequest: the body is not an inference request, or its tensors do not fit.
@@ -100,8 +113,10 @@ def decode_inputs(payload: Any, model: type[BaseModel]) -> tuple[list[dict[str, 
         raise BadRequest('"parameters" must be an object of request fields')
     columns: dict[str, list[Any]] = {}
     whole: bool | None = None
+    fallback = _any_name_field(model) if len(inputs) == 1 else None
     for k, tensor in enumerate(inputs):
-        name, values, is_whole = _column(k, tensor, model, fields, single=len(inputs) == 1)
+        array = arrays.get(k) if arrays else None
+        name, values, is_whole = _column(k, tensor, model, fields, fallback, array)
         if whole is not None and is_whole != whole:
             raise BadRequest(
                 f"inputs[{k}] ({name}) and inputs[0] disagree on the request dimension: "
@@ -116,12 +131,27 @@ def decode_inputs(payload: Any, model: type[BaseModel]) -> tuple[list[dict[str, 
             )
         columns[name] = values
     n = len(next(iter(columns.values())))
-    rows = [{**params, **{name: col[i] for name, col in columns.items()}} for i in range(n)]
+    extra = {k: v for k, v in params.items() if k in model.model_fields and k not in columns}
+    rows = [{**extra, **{name: col[i] for name, col in columns.items()}} for i in range(n)]
     return rows, bool(whole)
 
 
+def _any_name_field(model: type[BaseModel]) -> str | None:
+    """The field a lone tensor of any name fills: the only required one (or the only one)."""
+    fields = model.model_fields
+    required = [n for n, f in fields.items() if f.is_required()]
+    if len(required) == 1:
+        return required[0]
+    return next(iter(fields)) if len(fields) == 1 else None
+
+
 def _column(
-    k: int, tensor: Any, model: type[BaseModel], fields: list[str], *, single: bool
+    k: int,
+    tensor: Any,
+    model: type[BaseModel],
+    fields: list[str],
+    fallback: str | None,
+    array: NDArray[Any] | None = None,
 ) -> tuple[str, list[Any], bool]:
     where = f"inputs[{k}]"
     if not isinstance(tensor, dict):
@@ -130,11 +160,14 @@ def _column(
     if not isinstance(name, str):
         raise BadRequest(f"{where}.name is missing; expected one of: {', '.join(fields)}")
     if name not in model.model_fields:
-        if not (len(fields) == 1 and single):
+        if fallback is None:
             raise BadRequest(
                 f"{where}: unknown input {name!r}; this model takes: {', '.join(fields)}"
             )
-        name = fields[0]
+        name = fallback
+    rank = len(_describe(model.model_fields[name].annotation)[1])
+    if array is not None:
+        return _array_column(where, name, rank, tensor.get("datatype"), array)
     if (
         not isinstance(shape, list)
         or not shape
@@ -151,21 +184,44 @@ def _column(
         )
     if tensor.get("datatype") == "BYTES":
         flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
-    rank = len(_describe(model.model_fields[name].annotation)[1])
     if rank and len(shape) == rank:
         return name, [_reshape(flat, shape)], True
     if len(shape) != rank + 1:
-        raise BadRequest(
-            f"{where} ({name}) has shape {shape}, but {name} has rank {rank} per request: "
-            f"send rank {rank + 1} (first dimension: requests)"
-            + (f" or rank {rank} (one request)" if rank else "")
-        )
+        raise _rank_error(where, name, shape, rank)
     per = math.prod(shape[1:])
     return (
         name,
         [_reshape(flat[i * per : (i + 1) * per], shape[1:]) for i in range(shape[0])],
         False,
     )
+
+
+def _rank_error(where: str, name: str, shape: list[int], rank: int) -> BadRequest:
+    return BadRequest(
+        f"{where} ({name}) has shape {shape}, but {name} has rank {rank} per request: "
+        f"send rank {rank + 1} (first dimension: requests)"
+        + (f" or rank {rank} (one request)" if rank else "")
+    )
+
+
+def _utf8(where: str, array: NDArray[Any]) -> NDArray[Any]:
+    try:
+        return np.frompyfunc(lambda b: b.decode("utf-8"), 1, 1)(array)  # type: ignore[no-any-return]
+    except UnicodeDecodeError as err:
+        raise BadRequest(f"{where}: a BYTES element is not UTF-8 text: {err}") from None
+
+
+def _array_column(
+    where: str, name: str, rank: int, datatype: Any, array: NDArray[Any]
+) -> tuple[str, list[Any], bool]:
+    shape = list(array.shape)
+    if datatype == "BYTES":
+        array = _utf8(where, array)
+    if rank and len(shape) == rank:
+        return name, [array.tolist()], True
+    if len(shape) != rank + 1:
+        raise _rank_error(where, name, shape, rank)
+    return name, array.tolist(), False
 
 
 def _shape_of(value: Any) -> list[int]:

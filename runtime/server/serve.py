@@ -172,12 +172,15 @@ def run(
     *,
     emitters: EmitterFactory | None = None,
     started_at: float | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve ``function`` until SIGTERM/SIGINT; returns after a graceful drain.
 
     The app (and its model) is created in the worker process, after gunicorn forks.
     ``port=0`` binds a free port (read it from the log line or the socket). ``emitters``
     are where a retrain function's announcements go (see :mod:`runtime.retraining.emit`).
+    With ``grpc_port`` (default: ``settings.server.grpc_port``; inference functions) the
+    worker also serves the Open Inference Protocol over gRPC there, through the same app.
 
     Example:
         >>> from runtime.registry import discover
@@ -185,8 +188,16 @@ def run(
     """
     started = started_at if started_at is not None else process_start_time()
     options = gunicorn_options(function, settings, host, port)
+    grpc = grpc_port if grpc_port is not None else settings.server.grpc_port
+    if function.spec.kind != "inference":
+        grpc = None
 
     def factory() -> App:
-        return create_app(function, settings, emitters=emitters, started_at=started)
+        app = create_app(function, settings, emitters=emitters, started_at=started)
+        if grpc is not None:
+            from runtime.server.grpc.service import serve_grpc
+
+            serve_grpc(app, host, grpc)
+        return app
 
     _Gunicorn(options, factory).run()

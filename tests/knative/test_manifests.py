@@ -298,3 +298,32 @@ def test_render_one_function_names_the_others_when_missing(
     assert list(one.functions) == ["predict"]
     with pytest.raises(RenderError, match=r"no function named 'predct'; found: .*predict"):
         render(specs, opts, only="predct")
+
+
+def test_a_grpc_function_serves_its_one_port_as_h2c(opts: RenderOptions) -> None:
+    from knative.manifests.service import build_service
+
+    spec = FunctionSpec(
+        name="predict-grpc",
+        kind="inference",
+        module="m",
+        entrypoint="f",
+        grpc=True,
+    )
+    ksvc = build_service(spec, opts)
+    (c,) = ksvc["spec"]["template"]["spec"]["containers"]
+    assert c["ports"] == [{"name": "h2c", "containerPort": 8080}]
+    assert c["args"][-4:] == ["--grpc-port", "8080", "--port", "8081"]
+    assert c["readinessProbe"]["tcpSocket"] == {} and "livenessProbe" not in c
+    assert admission_problems([ksvc], {"kubernetes.podspec-emptydir": "enabled"}) == []
+    from tests.knative.schemas import CRDS, validate
+
+    if CRDS.is_dir():  # the Knative Service schema (../shared), where present
+        validate(ksvc)
+    plain = build_service(spec.model_copy(update={"grpc": False}), opts)
+    assert plain["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"] == "http1"
+
+
+def test_grpc_is_for_inference_functions_only() -> None:
+    with pytest.raises(ValueError, match="grpc=True needs an inference function"):
+        FunctionSpec(name="e", kind="event", module="m", entrypoint="f", grpc=True)

@@ -51,13 +51,41 @@ def test_single_field_models_take_any_input_name() -> None:
     assert rows == [{"x": [1, 2]}]
 
 
+def test_one_tensor_of_any_name_fills_the_only_required_field() -> None:
+    payload = {"inputs": [{"name": "input-0", "shape": [1, 2], "data": [1, 2]}]}
+    assert decode_inputs(payload, Rows)[0] == [{"instances": [[1, 2]]}]
+
+
+def test_two_required_fields_take_no_unknown_name() -> None:
+    class Two(BaseModel):
+        a: list[float]
+        b: list[float]
+
+    with pytest.raises(BadRequest) as err:
+        decode_inputs({"inputs": [{"name": "input-0", "shape": [1, 2], "data": [1, 2]}]}, Two)
+    assert "unknown input 'input-0'; this model takes: a, b" in err.value.message
+
+
+def test_only_parameters_naming_request_fields_reach_the_rows() -> None:
+    payload = {
+        "inputs": [{"name": "instances", "shape": [1, 1], "data": [1]}],
+        "parameters": {"probabilities": True, "binary_data_output": True, "priority": 3},
+    }
+    assert decode_inputs(payload, Rows)[0] == [{"probabilities": True, "instances": [[1]]}]
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         ({"inputs": "no"}, 'an "inputs" list'),
         ({"inputs": []}, "send one tensor per field: x, label"),
         (
-            {"inputs": [{"name": "y", "shape": [1], "data": [1]}]},
+            {
+                "inputs": [
+                    {"name": "y", "shape": [1, 1], "data": [1]},
+                    {"name": "x", "shape": [1, 1], "data": [1]},
+                ]
+            },
             "unknown input 'y'; this model takes: x, label",
         ),
         (

@@ -1,0 +1,205 @@
+"""Protocol benchmark: `predict` over the JSON route, OIP REST (JSON, binary) and OIP gRPC.
+
+One `mlfn serve predict --grpc-port` server; requests/s and p50/p99 latency at
+concurrency 1 and 64, with 1-row and 64-row requests, for
+
+* ``JSON route``: ``POST /`` with ``{"instances": [...]}`` (the reference),
+* ``OIP REST JSON``: ``POST /v2/models/predict/infer`` with JSON tensors,
+* ``OIP REST binary``: the same route, FP32 rows as raw bytes after the JSON header
+  (``Inference-Header-Content-Length``) and binary outputs back, as tritonclient sends,
+* ``OIP gRPC``: ``ModelInfer`` with ``raw_input_contents`` (8 HTTP/2 channels).
+
+Targets: REST binary and gRPC at least as fast as the JSON route for 64-row requests,
+and no slower for 1-row requests (within 5%: the noise of one run on a shared machine).
+Each cell runs ``MLFN_BENCH_SECONDS`` (default 1.5) after a 0.5 s warm-up; the whole
+run stays well under two minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from bench._load import LoadResult, build_request, percentile, run_load
+from bench.serving import REPO, _server
+
+CONCURRENCY = (1, 64)
+ROWS = (1, 64)
+ROUTES = ("JSON route", "OIP REST JSON", "OIP REST binary", "OIP gRPC")
+GRPC_CHANNELS = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rows(n: int) -> np.ndarray:
+    from functions._digits import digits
+
+    X, _ = digits()
+    return np.round(X[np.arange(n) % len(X)], 4).astype(np.float32)
+
+
+def _http_request(port: int, route: str, x: np.ndarray) -> bytes:
+    if route == "JSON route":
+        body = json.dumps({"instances": x.astype(float).tolist()}).encode()
+        return build_request("127.0.0.1", port, "POST", "/", body)
+    path = "/v2/models/predict/infer"
+    if route == "OIP REST JSON":
+        tensor = {"name": "instances", "shape": list(x.shape), "datatype": "FP64"}
+        body = json.dumps({"inputs": [{**tensor, "data": x.astype(float).ravel().tolist()}]})
+        return build_request("127.0.0.1", port, "POST", path, body.encode())
+    raw = x.tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return build_request(
+        "127.0.0.1",
+        port,
+        "POST",
+        path,
+        head + raw,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+        content_type="application/octet-stream",
+    )
+
+
+async def _grpc_load(
+    target: str, x: np.ndarray, concurrency: int, duration: float, warmup: float
+) -> LoadResult:
+    import grpc
+
+    from runtime.server.grpc import grpc_predict_v2_pb2 as pb
+    from runtime.server.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name="predict", raw_input_contents=[x.tobytes()])
+    request.inputs.add(name="input-0", datatype="FP32", shape=list(x.shape))
+    channels = [grpc.aio.insecure_channel(target) for _ in range(min(GRPC_CHANNELS, concurrency))]
+    stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
+    latencies: list[float] = []
+    errors = 0
+    clock = time.perf_counter
+    now = clock()
+    warm_until, stop_at = now + warmup, now + warmup + duration
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        stub = stubs[i % len(stubs)]
+        while (started := clock()) < stop_at:
+            try:
+                await stub.ModelInfer(request)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            if started >= warm_until:
+                latencies.append(clock() - started)
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        for ch in channels:
+            await ch.close()
+    latencies.sort()
+    n = len(latencies)
+    return LoadResult(
+        n,
+        n / duration,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        errors,
+        {200: n},
+    )
+
+
+def main() -> None:
+    seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "1.5"))
+    results: list[tuple[str, int, int, LoadResult]] = []
+    with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as home:
+        env = {
+            **os.environ,
+            "MLFN_HOME": home,
+            "MLFN_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO),
+        }
+        port, grpc_port = _free_port(), _free_port()
+        argv = [
+            sys.executable,
+            "-c",
+            "from mlfn.cli import main; main()",
+            "serve",
+            "predict",
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+        ]
+        with _server(argv, env, port, ("GET", "/readyz", b"")):
+            for rows in ROWS:
+                x = _rows(rows)
+                for c in CONCURRENCY:
+                    for route in ROUTES:
+                        if route == "OIP gRPC":
+                            result = asyncio.run(
+                                _grpc_load(f"127.0.0.1:{grpc_port}", x, c, seconds, 0.5)
+                            )
+                        else:
+                            request = _http_request(port, route, x)
+                            result = run_load(
+                                "127.0.0.1", port, request, concurrency=c, duration=seconds
+                            )
+                        results.append((route, c, rows, result))
+    print(_table(results))
+    print(_targets(results))
+
+
+def _table(results: list[tuple[str, int, int, LoadResult]]) -> str:
+    head = f"{'route':18} {'conc':>4} {'rows':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'vs JSON':>8}"
+    lines = [head, "-" * len(head)]
+    cell = {(n, c, r): v for n, c, r, v in results}
+    for name, c, rows, r in results:
+        ratio = r.rps / max(cell[("JSON route", c, rows)].rps, 1e-9)
+        lines.append(
+            f"{name:18} {c:>4} {rows:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.errors:>6} {ratio:>7.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def _targets(results: list[tuple[str, int, int, Any]]) -> str:
+    cell = {(n, c, r): v for n, c, r, v in results}
+    lines = []
+    for route in ("OIP REST binary", "OIP gRPC"):
+        for rows, floor in ((64, 1.0), (1, 0.95)):
+            for c in CONCURRENCY:
+                ours, ref = cell[(route, c, rows)].rps, cell[("JSON route", c, rows)].rps
+                ratio = ours / max(ref, 1e-9)
+                lines.append(
+                    f"target: {route}, {rows}-row, c={c}: {ours:.0f} req/s vs JSON route "
+                    f"{ref:.0f} ({ratio:.2f}x; at least {floor:.2f}x): "
+                    f"{'met' if ratio >= floor else 'MISSED'}"
+                )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The binary tensor extension of the Open Inference Protocol, and raw tensor bytes.
+
+Pure, without I/O; the REST binding (this module's ``split_request``/``encode_reply``)
+and the gRPC binding (``raw_input_contents``/``raw_output_contents``) share the codec:
+
+* A request whose header ``Inference-Header-Content-Length`` is N has N bytes of JSON,
+  then the raw bytes of each input whose ``parameters.binary_data_size`` is set, in the
+  order of ``inputs``. Raw bytes are row-major, little-endian, without padding; a
+  ``BYTES`` element is a 4-byte little-endian length, then that many bytes. The size of
+  every input must match its shape and datatype, and every byte must belong to an input:
+  anything else is a 400 that names the input.
+* Outputs go back binary when the request asks: ``outputs[i].parameters.binary_data``
+  per output, or ``parameters.binary_data_output`` for every output not listed. The reply
+  then has the same layout, with ``Inference-Header-Content-Length`` set.
+
+Decoded tensors are numpy arrays (``BYTES``: an object array of ``bytes``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from runtime.server.errors import BadRequest
+
+__all__ = [
+    "DTYPES",
+    "HEADER",
+    "binary_outputs",
+    "decode_raw",
+    "encode_raw",
+    "encode_reply",
+    "split_request",
+]
+
+HEADER = "inference-header-content-length"
+"""The header (lower-case) that marks a binary body: the length of its JSON part."""
+
+DTYPES: dict[str, str] = {
+    "BOOL": "?",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+"""Numpy dtype (little-endian) of every fixed-size OIP datatype; BF16 and BYTES are special."""
+
+_DATATYPES = (*DTYPES, "BF16", "BYTES")
+
+
+def _shape_of(where: str, shape: Any) -> list[int]:
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise BadRequest(f"{where}: shape must be a list of sizes, got {shape!r}")
+    return list(shape)
+
+
+def decode_raw(where: str, datatype: Any, shape: Any, raw: bytes) -> NDArray[Any]:
+    """The tensor that ``raw`` holds, shaped ``shape``; a 400 naming ``where`` if it does not fit.
+
+    Example:
+        >>> decode_raw("inputs[0] (x)", "INT32", [2], b"\\x01\\x00\\x00\\x00\\x02\\x00\\x00\\x00")
+        array([1, 2], dtype=int32)
+    """
+    dims = _shape_of(where, shape)
+    count = math.prod(dims)
+    if datatype == "BYTES":
+        return _decode_bytes(where, dims, count, raw)
+    if datatype == "BF16":
+        if len(raw) != count * 2:
+            raise _size_error(where, "BF16", dims, count * 2, len(raw))
+        halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return halves.view(np.float32).reshape(dims)
+    dtype = DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise BadRequest(
+            f"{where}: unknown datatype {datatype!r}; the protocol names: {', '.join(_DATATYPES)}"
+        )
+    size = np.dtype(dtype).itemsize * count
+    if len(raw) != size:
+        raise _size_error(where, datatype, dims, size, len(raw))
+    return np.frombuffer(raw, dtype=dtype).reshape(dims)
+
+
+def _size_error(where: str, datatype: str, dims: list[int], want: int, got: int) -> BadRequest:
+    return BadRequest(
+        f"{where}: a {datatype} tensor of shape {dims} is {want} bytes, but {got} bytes came; "
+        "send row-major little-endian values without padding"
+    )
+
+
+def _decode_bytes(where: str, dims: list[int], count: int, raw: bytes) -> NDArray[Any]:
+    items: list[bytes] = []
+    pos, end = 0, len(raw)
+    while pos < end:
+        if pos + 4 > end:
+            raise BadRequest(
+                f"{where}: BYTES element {len(items)} has a truncated length prefix "
+                f"({end - pos} of 4 bytes); each element is a 4-byte little-endian length "
+                "then the bytes"
+            )
+        (n,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + n > end:
+            raise BadRequest(
+                f"{where}: BYTES element {len(items)} says {n} bytes but only {end - pos} remain"
+            )
+        items.append(raw[pos : pos + n])
+        pos += n
+    if len(items) != count:
+        raise BadRequest(
+            f"{where}: shape {dims} holds {count} BYTES elements but {len(items)} came"
+        )
+    out = np.empty(count, dtype=object)
+    out[:] = items
+    return out.reshape(dims)
+
+
+def encode_raw(datatype: str, flat: list[Any]) -> bytes:
+    """Raw bytes of a flat list of values (row-major), as :func:`decode_raw` reads them."""
+    if datatype == "BYTES":
+        parts = []
+        for v in flat:
+            b = v if isinstance(v, bytes) else (v if isinstance(v, str) else json.dumps(v)).encode()
+            parts.append(struct.pack("<I", len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    return np.asarray(flat, dtype=DTYPES[datatype]).tobytes()
+
+
+def split_request(
+    body: bytes, header_length: str
+) -> tuple[dict[str, Any], dict[int, NDArray[Any]]]:
+    """The JSON part of a binary request, and its binary inputs by index in ``inputs``.
+
+    Raises:
+        BadRequest: the header length, a ``binary_data_size`` or a tensor does not fit.
+    """
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequest(
+            f"Inference-Header-Content-Length {header_length!r} is not a number"
+        ) from None
+    if not 0 < n <= len(body):
+        raise BadRequest(
+            f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes; "
+            "it counts the bytes of the JSON part that starts the body"
+        )
+    try:
+        payload = json.loads(body[:n])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"malformed JSON in the first {n} bytes (the header): {err}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise BadRequest('an inference request is a JSON object with an "inputs" list of tensors')
+    arrays: dict[int, NDArray[Any]] = {}
+    pos = n
+    for k, tensor in enumerate(payload["inputs"]):
+        if not isinstance(tensor, dict):
+            continue  # decode_inputs names the problem
+        params = tensor.get("parameters")
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is None:
+            continue
+        where = f"inputs[{k}] ({tensor.get('name')})"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest(f"{where}: binary_data_size must be a byte count, got {size!r}")
+        if pos + size > len(body):
+            raise BadRequest(
+                f"{where}: binary_data_size is {size} but only {len(body) - pos} bytes remain "
+                "after the header and the inputs before it"
+            )
+        if "data" in tensor:
+            raise BadRequest(f"{where}: has both data and binary_data_size; send one of them")
+        arrays[k] = decode_raw(
+            where, tensor.get("datatype"), tensor.get("shape"), body[pos : pos + size]
+        )
+        pos += size
+    if pos != len(body):
+        raise BadRequest(
+            f"{len(body) - pos} bytes follow the last binary input; the binary_data_size "
+            "of the inputs must add up to the body after the header"
+        )
+    return payload, arrays
+
+
+def _flag(params: Any, key: str) -> bool | None:
+    if isinstance(params, dict) and key in params:
+        return bool(params[key])
+    return None
+
+
+def binary_outputs(payload: Mapping[str, Any]) -> tuple[bool, set[str]]:
+    """The default for outputs not listed (``binary_data_output``), and listed ones that are binary."""
+    default = bool(_flag(payload.get("parameters"), "binary_data_output"))
+    listed: set[str] = set()
+    outputs = payload.get("outputs")
+    if isinstance(outputs, list):
+        for out in outputs:
+            if not isinstance(out, dict):
+                continue
+            flag = _flag(out.get("parameters"), "binary_data")
+            if flag if flag is not None else default:
+                listed.add(str(out.get("name")))
+    return default, listed
+
+
+def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an inference reply: binary outputs where the request asked."""
+    default, listed = binary_outputs(payload)
+    named = {str(o.get("name")) for o in payload.get("outputs") or [] if isinstance(o, dict)}
+    blobs: list[bytes] = []
+    for out in reply["outputs"]:
+        name = out["name"]
+        if not (name in listed or (default and name not in named)):
+            continue
+        blob = encode_raw(out["datatype"], out.pop("data"))
+        out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(blob)}
+        blobs.append(blob)
+    head = json.dumps(reply).encode()
+    if not blobs:
+        return {"Content-Type": "application/json"}, head
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)),
+    }
+    return headers, b"".join([head, *blobs])

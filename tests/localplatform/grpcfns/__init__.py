@@ -1,0 +1,1 @@
+"""A function that serves gRPC, for the gateway's gRPC port (``mlfn dev``)."""
