@@ -143,10 +143,20 @@ class ZygoteClient:
             self.on_lost(self)
 
     def spawn(
-        self, instance: str, function: str, port: int, model_version: int | None = None
+        self,
+        instance: str,
+        function: str,
+        port: int,
+        model_version: int | None = None,
+        *,
+        revision: str | None = None,
     ) -> None:
         """Fork an instance of ``function`` serving on ``port``, pinned to ``model_version``
-        (None: it follows the store's ``latest``)."""
+        (None: it follows the store's ``latest``), as part of ``revision`` (its metrics'
+        ``revision`` label, as Knative's ``K_REVISION`` gives it on a cluster)."""
+        settings: dict[str, Any] = {"models": {"model_version": model_version}}
+        if revision is not None:
+            settings["server"] = {"revision": revision}
         self._write(
             {
                 "op": "spawn",
@@ -154,7 +164,7 @@ class ZygoteClient:
                 "function": function,
                 "port": port,
                 "t": time.monotonic(),
-                "settings": {"models": {"model_version": model_version}},
+                "settings": settings,
             }
         )
 

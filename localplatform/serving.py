@@ -292,7 +292,7 @@ class Serving:
         inst = Instance(rev.next_instance_id(), rev, _free_port(), now)
         rev.instances[inst.id] = inst
         self._by_instance[inst.id] = inst
-        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port, rev.model)
+        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port, rev.model, revision=rev.name)
 
     def _terminate(self, inst: Instance) -> None:
         if inst.pid is not None:
