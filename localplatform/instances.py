@@ -149,12 +149,21 @@ class ZygoteClient:
         port: int,
         model_version: int | None = None,
         grpc_port: int | None = None,
+        *,
+        revision: str | None = None,
     ) -> None:
         """Fork an instance of ``function`` serving on ``port``, pinned to ``model_version``
-        (None: it follows the store's ``latest``), with gRPC on ``grpc_port`` if given."""
-        overrides: dict[str, Any] = {"models": {"model_version": model_version}}
+        (None: it follows the store's ``latest``), with gRPC on ``grpc_port`` if given, as
+        part of ``revision`` (its metrics' ``revision`` label, as Knative's ``K_REVISION``
+        gives it on a cluster)."""
+        server: dict[str, Any] = {}
         if grpc_port is not None:
-            overrides["server"] = {"grpc_port": grpc_port}
+            server["grpc_port"] = grpc_port
+        if revision is not None:
+            server["revision"] = revision
+        overrides: dict[str, Any] = {"models": {"model_version": model_version}}
+        if server:
+            overrides["server"] = server
         self._write(
             {
                 "op": "spawn",

@@ -294,7 +294,9 @@ class Serving:
             inst.grpc_port = _free_port()
         rev.instances[inst.id] = inst
         self._by_instance[inst.id] = inst
-        self.zygote_of(rev).spawn(inst.id, rev.spec.name, inst.port, rev.model, inst.grpc_port)
+        self.zygote_of(rev).spawn(
+            inst.id, rev.spec.name, inst.port, rev.model, inst.grpc_port, revision=rev.name
+        )
 
     def _terminate(self, inst: Instance) -> None:
         if inst.pid is not None:

@@ -82,6 +82,11 @@ class CommonSettings(Section):
 class ServerSettings(Section):
     """The server that runs one function (``mlfn serve``)."""
 
+    # ``revision`` is read from K_REVISION too; by name it can still be given directly
+    model_config = SettingsConfigDict(
+        env_prefix="MLFN_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1, description="larger request bodies are answered 413"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,17 @@ from tests.knative.schemas import CRDS, validate
 needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"needs the CRDs in {CRDS}")
 
 
-def example_specs(**rollout: object) -> list[FunctionSpec]:
-    """The example pipeline in functions/, with ``rollout`` on predict."""
+@cache
+def _example() -> tuple[FunctionSpec, ...]:
     from runtime.registry import discover
 
+    return tuple(fn.spec for fn in discover("functions"))
+
+
+def example_specs(**rollout: object) -> list[FunctionSpec]:
+    """The example pipeline in functions/, with ``rollout`` on predict."""
     out = []
-    for fn in discover("functions"):
-        spec = fn.spec
+    for spec in _example():
         if spec.name == "predict":
             spec = spec.model_copy(update={"rollout": Rollout(strategy="canary", **rollout)})
         out.append(spec)
@@ -85,9 +90,7 @@ def test_the_example_pipeline_with_a_canary_predict_renders_valid_flagger_object
 def test_without_canaries_no_flagger_object_is_rendered() -> None:
     kinds = {o["kind"] for o in render(example_specs(), RenderOptions()).all()}
     assert "Canary" in kinds
-    from runtime.registry import discover
-
-    plain = render([fn.spec for fn in discover("functions")], RenderOptions()).all()
+    plain = render(list(_example()), RenderOptions()).all()
     assert not {"Canary", "MetricTemplate"} & {o["kind"] for o in plain}
 
 
