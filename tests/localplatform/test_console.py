@@ -127,7 +127,10 @@ def test_the_console_shows_the_pipeline_and_a_new_model_version_without_reload(
             timeout=30_000,
         )
         shot = os.environ.get("MLFN_CONSOLE_SCREENSHOT")
-        if shot:
+        if shot:  # a richer picture for the docs: one more training
+            with EventProducer(broker) as producer:
+                producer.stream("digits.raw", digits_records(1100))
+            page.wait_for_selector('[data-model="digits"] tr[data-version="3"]', timeout=120_000)
             # bytes, written here: a path= makes playwright write it from an executor thread
             (REPO / shot).write_bytes(page.screenshot(full_page=True))
     finally:
