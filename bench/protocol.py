@@ -131,6 +131,29 @@ async def _grpc_load(
     )
 
 
+def _drained(port: int, timeout: float = 30.0) -> None:
+    """Wait until the server has no request in flight (a slow cell's backlog would
+    otherwise eat into the next cell's time)."""
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        busy = [
+            line
+            for line in text.splitlines()
+            if line.startswith("mlfn_requests_in_flight{") and float(line.rsplit(" ", 1)[1]) > 1
+        ]  # the /metrics request itself counts as one
+        if not busy:
+            return
+        time.sleep(0.05)
+
+
 def main() -> None:
     seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "1.5"))
     results: list[tuple[str, int, int, LoadResult]] = []
@@ -168,6 +191,7 @@ def main() -> None:
                                 "127.0.0.1", port, request, concurrency=c, duration=seconds
                             )
                         results.append((route, c, rows, result))
+                        _drained(port)
     print(_table(results))
     print(_targets(results))
 
