@@ -9,6 +9,9 @@ concurrency 1 and 64, with 1-row and 64-row requests, for
   (``Inference-Header-Content-Length``) and binary outputs back, as tritonclient sends,
 * ``OIP gRPC``: ``ModelInfer`` with ``raw_input_contents`` (8 HTTP/2 channels).
 
+``cpu ms/req`` is the server's CPU time (all its processes, from /proc) per request
+served, warm-up included: on a machine shared with other work it is the steadier figure.
+
 Targets: REST binary and gRPC at least as fast as the JSON route for 64-row requests,
 and no slower for 1-row requests (within 5%: the noise of one run on a shared machine).
 Each cell runs ``MLFN_BENCH_SECONDS`` (default 1.5) after a 0.5 s warm-up; the whole
@@ -21,15 +24,19 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench._load import LoadResult, build_request, percentile, run_load
-from bench.serving import REPO, _server
+from bench.serving import REPO, _ready
 
 CONCURRENCY = (1, 64)
 ROWS = (1, 64)
@@ -131,9 +138,72 @@ async def _grpc_load(
     )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every process below it, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo, seen = [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, IndexError, ValueError):
+            continue
+        todo.extend(int(c) for c in children)
+    return total
+
+
+@contextmanager
+def _serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(port, "/readyz"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv} did not become ready (exit code {proc.poll()})")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _drained(port: int, timeout: float = 30.0) -> None:
+    """Wait until the server has no request in flight (a slow cell's backlog would
+    otherwise eat into the next cell's time)."""
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        busy = [
+            line
+            for line in text.splitlines()
+            if line.startswith("mlfn_requests_in_flight{") and float(line.rsplit(" ", 1)[1]) > 1
+        ]  # the /metrics request itself counts as one
+        if not busy:
+            return
+        time.sleep(0.05)
+
+
 def main() -> None:
     seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "1.5"))
     results: list[tuple[str, int, int, LoadResult]] = []
+    cpu_ms: dict[tuple[str, int, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as home:
         env = {
             **os.environ,
@@ -153,11 +223,12 @@ def main() -> None:
             "--grpc-port",
             str(grpc_port),
         ]
-        with _server(argv, env, port, ("GET", "/readyz", b"")):
+        with _serving(argv, env, port) as proc:
             for rows in ROWS:
                 x = _rows(rows)
                 for c in CONCURRENCY:
                     for route in ROUTES:
+                        cpu_before = _cpu_seconds(proc.pid)
                         if route == "OIP gRPC":
                             result = asyncio.run(
                                 _grpc_load(f"127.0.0.1:{grpc_port}", x, c, seconds, 0.5)
@@ -167,20 +238,26 @@ def main() -> None:
                             result = run_load(
                                 "127.0.0.1", port, request, concurrency=c, duration=seconds
                             )
+                        _drained(port)
+                        cpu = _cpu_seconds(proc.pid) - cpu_before
+                        served = result.requests / seconds * (seconds + 0.5)  # warm-up too
                         results.append((route, c, rows, result))
-    print(_table(results))
+                        cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+    print(_table(results, cpu_ms))
     print(_targets(results))
 
 
-def _table(results: list[tuple[str, int, int, LoadResult]]) -> str:
-    head = f"{'route':18} {'conc':>4} {'rows':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'vs JSON':>8}"
+def _table(
+    results: list[tuple[str, int, int, LoadResult]], cpu_ms: dict[tuple[str, int, int], float]
+) -> str:
+    head = f"{'route':18} {'conc':>4} {'rows':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'vs JSON':>8} {'cpu ms/req':>10}"
     lines = [head, "-" * len(head)]
     cell = {(n, c, r): v for n, c, r, v in results}
     for name, c, rows, r in results:
         ratio = r.rps / max(cell[("JSON route", c, rows)].rps, 1e-9)
         lines.append(
             f"{name:18} {c:>4} {rows:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.errors:>6} {ratio:>7.2f}x"
+            f"{r.errors:>6} {ratio:>7.2f}x {cpu_ms.get((name, c, rows), float('nan')):>10.2f}"
         )
     return "\n".join(lines)
 

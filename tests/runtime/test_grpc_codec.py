@@ -69,3 +69,15 @@ def test_outputs_travel_as_raw_contents() -> None:
     msg = response_message(reply)
     assert (msg.model_version, msg.id, msg.outputs[0].name) == ("3", "r1", "y")
     assert np.frombuffer(msg.raw_output_contents[0], dtype="<i8").tolist() == [5, 6]
+
+
+def test_every_server_error_names_a_grpc_status_code() -> None:
+    import grpc
+
+    from runtime.server import errors
+
+    classes = [errors.HttpError, *errors.HttpError.__subclasses__()]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert isinstance(getattr(grpc.StatusCode, cls.grpc), grpc.StatusCode), cls
+    assert errors.BadRequest.grpc == "INVALID_ARGUMENT" and errors.NotReady.grpc == "UNAVAILABLE"

@@ -174,7 +174,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", settings.server.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
-                ("grpc.so_reuseport", 0),
+                # several workers of one server may each serve the same port (the kernel
+                # spreads connections), as gunicorn's workers share the HTTP one
+                ("grpc.so_reuseport", 1),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.app), server)  # type: ignore[no-untyped-call]
@@ -256,6 +258,7 @@ def serve_grpc(app: App, host: str, port: int, *, when_ready: bool = True) -> Gr
 
 def _check_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as the workers bind
         try:
             probe.bind((host, port))
         except OSError as err:
