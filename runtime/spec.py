@@ -157,6 +157,12 @@ class KafkaSource(_Frozen):
     ordering: Literal["ordered", "unordered"] = "ordered"
     delivery: Delivery = Delivery()
     batch: EventBatch | None = None
+    key_type: Literal["string", "int", "float", "byte-array"] = Field(
+        default="string",
+        description="how record keys become the `key` extension (Knative's "
+        "kafkasources.sources.knative.dev/key-type): UTF-8 string, 4/8-byte big-endian int "
+        "or float, or byte-array (base64); a key that does not decode is dead-lettered",
+    )
 
 
 class Subscription(_Frozen):
