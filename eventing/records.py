@@ -57,6 +57,7 @@ ERROR_DATA_LIMIT = 1024
 
 _NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]")
 _BAD_CTYPE = re.compile(rb"[^\x20-\x7e]")
+_ATTRIBUTE = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,35 @@ def raw_event(record: KafkaRecord, origin: RecordOrigin, reason: str) -> CloudEv
     return ev
 
 
+def _check_attributes(event: CloudEvent) -> None:
+    """What the SDK lets through and no HTTP request can carry, as a reason."""
+    attrs = codec.attributes(event)
+    bad = [n for n in attrs if not _ATTRIBUTE.fullmatch(n)]
+    if bad:
+        raise MalformedRecordError(
+            f"invalid CloudEvent record: attribute name(s) {', '.join(map(repr, bad[:5]))} "
+            "are not lower-case ASCII letters and digits, as CloudEvents requires"
+        )
+    for name, value in attrs.items():
+        if name in ("id", "source", "type", "specversion") and (
+            not isinstance(value, str) or not value
+        ):
+            raise MalformedRecordError(
+                f"invalid CloudEvent record: {name} must be a non-empty string, got {value!r:.64}"
+            )
+        if not isinstance(value, str | int | bool | datetime) or isinstance(value, float):
+            raise MalformedRecordError(
+                f"invalid CloudEvent record: attribute {name!r} is a {type(value).__name__}; "
+                "CloudEvents attributes are strings, integers or booleans"
+            )
+    ctype = attrs.get("datacontenttype")
+    if ctype is not None and _BAD_CTYPE.search(str(ctype).encode("utf-8", "replace")):
+        raise MalformedRecordError(
+            f"invalid CloudEvent record: datacontenttype {str(ctype)[:64]!r} is not a "
+            "media type (printable ASCII)"
+        )
+
+
 def record_to_event(
     record: KafkaRecord,
     origin: RecordOrigin,
@@ -229,9 +259,11 @@ def record_to_event(
         )
     if codec.is_cloudevent_kafka(record.headers):
         try:
-            return codec.from_kafka(record)
+            event = codec.from_kafka(record)
         except (codec.CodecError, ValueError) as err:
             raise MalformedRecordError(f"invalid CloudEvent record: {err}") from err
+        _check_attributes(event)
+        return event
     if not wrap:
         raise MalformedRecordError(
             "record carries no CloudEvent (no ce_specversion header, not structured mode); "
