@@ -39,7 +39,6 @@ from typing import Literal
 
 from eventing import codec
 from eventing._kafka import TP, Consumed, Consumer, Producer
-from eventing.codec import CloudEvent, HttpMessage
 from eventing.delivery import HttpSender, Response, deliver
 from eventing.errors import KafkaUnavailableError, MalformedRecordError
 from eventing.filters import Predicate
@@ -52,7 +51,11 @@ from eventing.records import (
     record_to_event,
 )
 from eventing.retrystate import KafkaRetryState, MemoryRetryState, RetryState
+from eventing.settings import EventingSettings
 from eventing.stats import DispatchStats
+from runtime import events
+from runtime.events import CloudEvent, HttpMessage
+from runtime.settings import CommonSettings, default_of
 from runtime.spec import Delivery, EventBatch
 
 __all__ = ["Dispatcher", "DispatcherConfig"]
@@ -69,19 +72,19 @@ class DispatcherConfig:
     group: str
     sink: str
     kind: Literal["source", "trigger"] = "source"
-    namespace: str = "default"
+    namespace: str = default_of(CommonSettings, "namespace")
     ordering: Literal["ordered", "unordered"] = "ordered"
     delivery: Delivery = field(default_factory=Delivery)
     batch: EventBatch | None = None
     initial_offset: Literal["earliest", "latest"] = "earliest"
     filter: Predicate | None = None
     reply_topic: str | None = None
-    max_in_flight: int = 32
-    max_record_bytes: int = 1024 * 1024
+    max_in_flight: int = default_of(EventingSettings, "max_in_flight")
+    max_record_bytes: int = default_of(EventingSettings, "max_record_bytes")
     max_pending: int = 5000
-    workers: int = 64
+    workers: int = default_of(EventingSettings, "dispatch_workers")
     durable_retries: bool = True
-    session_timeout_ms: int = 6000
+    session_timeout_ms: int = default_of(EventingSettings, "session_timeout_ms")
     key_type: KeyType = "string"
     epoch: str | None = None
     """The broker's epoch, when its log does not outlive it: part of every wrapped id."""
@@ -425,11 +428,11 @@ class Dispatcher:
                     wrap=cfg.kind == "source",
                     key_type=cfg.key_type,
                 )
-                if cfg.filter is not None and not cfg.filter(codec.attributes(ev)):
+                if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                     self.stats.add("filtered")
                     continue
                 if not cfg.batch:  # one record: encode it here, where a failure is its own
-                    single = codec.to_http_binary(ev)
+                    single = events.to_http_binary(ev)
                     _check_sendable(single)
             except MalformedRecordError as err:
                 if not self._reject(wait, c, origin, err.reason):
@@ -443,12 +446,12 @@ class Dispatcher:
             ready.append((c, ev))
         if cfg.batch and ready:
             try:
-                msg = codec.to_http_batch([ev for _, ev in ready])
+                msg = events.to_http_batch([ev for _, ev in ready])
             except Exception:  # find the events that cannot be encoded; the rest go on
                 kept = []
                 for c, ev in ready:
                     try:
-                        codec.to_http_batch([ev])
+                        events.to_http_batch([ev])
                     except Exception as err:
                         reason = f"event cannot be encoded: {type(err).__name__}: {err}"
                         origin = RecordOrigin(
@@ -459,7 +462,7 @@ class Dispatcher:
                         continue
                     kept.append((c, ev))
                 ready = kept
-                msg = codec.to_http_batch([ev for _, ev in ready])
+                msg = events.to_http_batch([ev for _, ev in ready])
         else:
             msg = single
         if not ready:
@@ -556,7 +559,7 @@ class Dispatcher:
                 else None
             )
             try:
-                r = self._sender.post(dls, codec.to_http_binary(ev), timeout)
+                r = self._sender.post(dls, events.to_http_binary(ev), timeout)
             except (ValueError, UnicodeError) as err:  # an event no request can carry
                 return f"{type(err).__name__}: {err}"
             return None if r.ok else r.describe()
@@ -569,14 +572,14 @@ class Dispatcher:
 
     def _reply(self, r: Response) -> None:
         topic = self.config.reply_topic
-        if not r.body or not codec.is_cloudevent_http(r.headers):
+        if not r.body or not events.is_cloudevent_http(r.headers):
             return
         try:
-            if r.headers.get("content-type", "").startswith(codec.BATCH_CONTENT_TYPE):
-                replies = codec.from_http_batch(r.body)
+            if r.headers.get("content-type", "").startswith(events.BATCH_CONTENT_TYPE):
+                replies = events.from_http_batch(r.body)
             else:
-                replies = [codec.from_http_message(r.headers, r.body)]
-        except codec.CodecError as err:
+                replies = [events.from_http_message(r.headers, r.body)]
+        except events.CodecError as err:
             log.warning(
                 "sink replied with an invalid CloudEvent: %s",
                 err,

@@ -35,9 +35,9 @@ from eventing.broker import broker_topic
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.errors import EventingError
 from eventing.filters import compile_trigger
+from eventing.settings import EventingRoot
 from eventing.stats import DispatchStats, EventingCollector
 from runtime.registry import Registry
-from runtime.settings import Settings
 from runtime.spec import FunctionSpec
 
 __all__ = ["EventingPlane", "StopReport", "plan"]
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 def plan(
     specs: Iterable[FunctionSpec],
-    settings: Settings,
+    settings: EventingRoot,
     sink_for: Callable[[str], str],
     *,
     epoch: str | None = None,
@@ -60,14 +60,14 @@ def plan(
     Raises:
         FilterError: a subscription's filter is not valid Knative dialect.
     """
-    ns = settings.namespace
+    ns = settings.common.namespace
     out: list[DispatcherConfig] = []
     common: dict[str, Any] = {
         "namespace": ns,
-        "max_in_flight": settings.max_in_flight,
-        "max_record_bytes": settings.max_record_bytes,
-        "workers": settings.dispatch_workers,
-        "session_timeout_ms": settings.session_timeout_ms,
+        "max_in_flight": settings.eventing.max_in_flight,
+        "max_record_bytes": settings.eventing.max_record_bytes,
+        "workers": settings.eventing.dispatch_workers,
+        "session_timeout_ms": settings.eventing.session_timeout_ms,
         "epoch": epoch,
     }
     for spec in specs:
@@ -150,13 +150,13 @@ class EventingPlane:
         settings: mlfn settings (namespace, partitions, limits).
         functions: a discovered registry, or function specs.
         sink_for: the URL that serves a function, by function name.
-        bootstrap: Kafka ``HOST:PORT``; default ``settings.bootstrap_servers``.
+        bootstrap: Kafka ``HOST:PORT``; default ``settings.eventing.bootstrap_servers``.
         epoch: the broker's epoch when its log does not outlive it (see :func:`plan`).
     """
 
     def __init__(
         self,
-        settings: Settings,
+        settings: EventingRoot,
         functions: Registry | Iterable[FunctionSpec],
         sink_for: Callable[[str], str],
         *,
@@ -164,7 +164,7 @@ class EventingPlane:
         epoch: str | None = None,
     ) -> None:
         specs = [f.spec for f in functions] if isinstance(functions, Registry) else list(functions)
-        server = bootstrap or settings.bootstrap_servers
+        server = bootstrap or settings.eventing.bootstrap_servers
         if not server:
             raise ValueError(
                 "the eventing plane needs a Kafka bootstrap address: start the embedded "
@@ -200,7 +200,7 @@ class EventingPlane:
             KafkaUnavailableError: Kafka cannot be reached.
             TimeoutError: a dispatcher got no partitions within ``wait_assigned_s``.
         """
-        ensure_topics(self.bootstrap, self.topics(), self.settings.partitions)
+        ensure_topics(self.bootstrap, self.topics(), self.settings.eventing.partitions)
         dispatchers = [Dispatcher(c, self.bootstrap) for c in self.configs]
         with ThreadPoolExecutor(max(1, len(dispatchers))) as pool:
             list(pool.map(lambda d: d.start(), dispatchers))

@@ -28,8 +28,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from eventing import codec
-from eventing.codec import CloudEvent, KafkaRecord
+from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
+from runtime import events
+from runtime.events import CloudEvent
 
 __all__ = [
     "ERROR_DATA_LIMIT",
@@ -201,7 +203,7 @@ def raw_event(record: KafkaRecord, origin: RecordOrigin, reason: str) -> CloudEv
 
 def _check_attributes(event: CloudEvent) -> None:
     """What the SDK lets through and no HTTP request can carry, as a reason."""
-    attrs = codec.attributes(event)
+    attrs = events.attributes(event)
     bad = [n for n in attrs if not _ATTRIBUTE.fullmatch(n)]
     if bad:
         raise MalformedRecordError(
@@ -260,7 +262,7 @@ def record_to_event(
     if codec.is_cloudevent_kafka(record.headers):
         try:
             event = codec.from_kafka(record)
-        except (codec.CodecError, ValueError) as err:
+        except (events.CodecError, ValueError) as err:
             raise MalformedRecordError(f"invalid CloudEvent record: {err}") from err
         _check_attributes(event)
         return event
@@ -301,4 +303,4 @@ def dead_letter_event(
         attrs["knativeerrorcode"] = str(code)
     if data:
         attrs["knativeerrordata"] = base64.b64encode(data[:ERROR_DATA_LIMIT]).decode()
-    return codec.with_attributes(event, **attrs)
+    return events.with_attributes(event, **attrs)

@@ -21,7 +21,7 @@ from eventing._kafka import Producer
 from eventing.codec import KafkaRecord
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.plane import EventingPlane
-from runtime.settings import Settings
+from mlfn.settings import Settings
 from runtime.spec import Delivery, FunctionSpec, KafkaSource
 from tests.eventing.conftest import read_until, wait_until
 from tests.eventing.sink import Sink

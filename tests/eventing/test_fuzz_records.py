@@ -2,7 +2,7 @@
 broken CloudEvent headers, huge values.
 
 What a dispatcher does with one record is: :func:`record_to_event`, then (unbatched)
-``codec.to_http_binary`` and the request. The properties: a record either becomes an
+``events.to_http_binary`` and the request. The properties: a record either becomes an
 event whose request http.client accepts as it is, or raises
 :class:`MalformedRecordError` with a reason (then it is dead-lettered as
 :func:`raw_event`, which must itself always be sendable, over HTTP and to Kafka).
@@ -23,6 +23,7 @@ from eventing import codec
 from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
 from eventing.records import ORIGIN_HEADER, RecordOrigin, raw_event, record_to_event
+from runtime import events
 
 pytestmark = pytest.mark.unit
 
@@ -112,7 +113,7 @@ records = st.one_of(
 )
 
 
-def sendable(msg: codec.HttpMessage) -> None:
+def sendable(msg: events.HttpMessage) -> None:
     """What http.client checks in putheader, which raised inside the dispatcher before."""
     for name, value in msg.headers.items():
         assert http.client._is_legal_header_name(name.encode("ascii")), name  # type: ignore[attr-defined]
@@ -137,11 +138,11 @@ def test_a_record_becomes_a_sendable_event_or_a_reasoned_dead_letter(
     except MalformedRecordError as err:
         assert err.reason
         dead = raw_event(record, ORIGIN, err.reason)
-        sendable(codec.to_http_binary(dead))
+        sendable(events.to_http_binary(dead))
         codec.to_kafka_binary(dead)
         return
-    sendable(codec.to_http_binary(ev))
-    codec.to_http_batch([ev])
+    sendable(events.to_http_binary(ev))
+    events.to_http_batch([ev])
     codec.to_kafka_binary(ev)
 
 
@@ -153,9 +154,9 @@ def test_text_attributes_survive_the_http_binding(key: str, subject: str) -> Non
     ev = record_to_event(rec, ORIGIN, max_bytes=MAX)
     if subject:
         ev["subject"] = subject
-    msg = codec.to_http_binary(ev)
+    msg = events.to_http_binary(ev)
     sendable(msg)
-    back = codec.from_http_message(msg.headers, msg.body)
+    back = events.from_http_message(msg.headers, msg.body)
     assert back["key"] == key
     assert back["subject"] == (subject or ev["subject"])
 
@@ -193,7 +194,7 @@ def test_keys_that_do_not_decode_are_malformed_with_the_fix(
         record_to_event(KafkaRecord(value=b"{}", key=key), ORIGIN, max_bytes=MAX, key_type=key_type)  # type: ignore[arg-type]
     assert reason in err.value.reason and "byte-array" in err.value.reason
     dead = raw_event(KafkaRecord(value=b"{}", key=key), ORIGIN, err.value.reason)
-    assert dead["key"] == codec.attributes(dead)["partitionkey"]  # base64, intact
+    assert dead["key"] == events.attributes(dead)["partitionkey"]  # base64, intact
 
 
 def test_ids_carry_the_broker_epoch_and_a_replayed_record_keeps_its_first_id() -> None:
@@ -206,4 +207,4 @@ def test_ids_carry_the_broker_epoch_and_a_replayed_record_keeps_its_first_id() -
     replayed = KafkaRecord(value=b"{}", headers=[(ORIGIN_HEADER, b"a1/0/41")])
     ev = record_to_event(replayed, ORIGIN, max_bytes=MAX)
     assert ev["id"] == "partition:0/offset:41/epoch:a1" and ev["subject"] == "partition:0#41"
-    assert not any(k.startswith("kafkaheadermlfn") for k in codec.attributes(ev))
+    assert not any(k.startswith("kafkaheadermlfn") for k in events.attributes(ev))

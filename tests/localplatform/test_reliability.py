@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import requests
 
-from eventing import codec
 from eventing._kafka import read_topic
 from eventing.producer import EventProducer
+from runtime import events
 from runtime.datasets import Dataset
 from tests.fixtures.platform import Platform, alive, start_platform, wait_for
 from tests.localplatform.eventfns.store import DATASET, DLQ, TOPIC
@@ -88,7 +88,7 @@ def assert_exactly_once(home: Path, numbers: range) -> None:
 
 def assert_still_serving(platform: Platform, bootstrap: str) -> None:
     """A CloudEvent POSTed through the gateway is stored; nothing dead-lettered; dups agree."""
-    msg = codec.to_http_binary(codec.new_event("rel.probe", "/test", {"n": -1}))
+    msg = events.to_http_binary(events.new_event("rel.probe", "/test", {"n": -1}))
     answer = requests.post(f"{platform.url}/store/", data=msg.body, headers=msg.headers, timeout=30)
     assert answer.status_code < 300, answer.text
     assert read_topic(bootstrap, DLQ, quiet_s=0.1) == [], "records were dead-lettered"

@@ -43,7 +43,7 @@ def _store(ctx: Context) -> DatasetStore:
     ],
 )
 def store(ev: CloudEvent, ctx: Context) -> None:
-    if (ctx.settings.home / "gate").exists():
+    if (ctx.settings.common.home / "gate").exists():
         raise RuntimeError("the gate is closed")
     data: Any = ev.get_data()
     if isinstance(data, bytes | str):
