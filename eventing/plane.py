@@ -127,7 +127,7 @@ class StopReport:
 
     def describe(self) -> str:
         left = sum(self.unfinished.values())
-        text = f"{left} record(s) in flight not finished (delivered again on the next start)"
+        text = f"{left} record(s) read and not yet delivered (read again on the next start)"
         if self.late:
             text += f"; did not stop in time: {', '.join(self.late)}"
         return text
