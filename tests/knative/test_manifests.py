@@ -270,3 +270,15 @@ def test_render_one_function_names_the_others_when_missing(
     assert list(one.functions) == ["predict"]
     with pytest.raises(RenderError, match=r"no function named 'predct'; found: .*predict"):
         render(specs, opts, only="predct")
+
+
+def test_a_source_key_type_becomes_knatives_key_type_label(
+    specs: list[FunctionSpec], opts: RenderOptions
+) -> None:
+    prep = next(s for s in specs if s.sources)
+    src = prep.sources[0].model_copy(update={"key_type": "byte-array"})
+    objs = render([prep.model_copy(update={"sources": (src,)})], opts).all()
+    labels = find(objs, "KafkaSource", "preprocess-digits-raw")["metadata"]["labels"]
+    assert labels["kafkasources.sources.knative.dev/key-type"] == "byte-array"
+    plain = find(render([prep], opts).all(), "KafkaSource", "preprocess-digits-raw")
+    assert "kafkasources.sources.knative.dev/key-type" not in plain["metadata"]["labels"]
