@@ -35,7 +35,11 @@ __all__ = [
     "Consumer",
     "Producer",
     "check_reachable",
+    "commit_group",
+    "committed_offsets",
     "ensure_topics",
+    "list_topics",
+    "read_from",
     "read_topic",
 ]
 
@@ -101,6 +105,61 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> Non
             admin.close()
 
 
+def list_topics(bootstrap: str) -> dict[str, int]:
+    """Every topic of the cluster with its partition count."""
+    with _converted("list topics", bootstrap):
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS
+        )
+        try:
+            return {t: len(c.partitions_for_topic(t) or ()) for t in c.topics()}
+        finally:
+            c.close(autocommit=False)
+
+
+def committed_offsets(bootstrap: str, group: str, tps: Iterable[TP]) -> dict[TP, int]:
+    """The committed offsets of ``group`` on ``tps`` (partitions it never committed are absent)."""
+    out: dict[TP, int] = {}
+    with _converted(f"read the offsets of group {group!r}", bootstrap):
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        )
+        try:
+            for t, p in tps:
+                off = c.committed(TopicPartition(t, p))
+                if off is not None and off >= 0:
+                    out[(t, p)] = int(off)
+        finally:
+            c.close(autocommit=False)
+    return out
+
+
+def commit_group(bootstrap: str, group: str, offsets: Mapping[TP, int]) -> None:
+    """Commit ``offsets`` for ``group`` without joining it (the group must have no members)."""
+    if not offsets:
+        return
+    with _converted(f"commit offsets of group {group!r}", bootstrap):
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        )
+        try:
+            c.assign([TopicPartition(t, p) for t, p in offsets])
+            c.commit(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                }
+            )
+        finally:
+            c.close(autocommit=False)
+
+
 def check_reachable(bootstrap: str, timeout_s: float = BOOTSTRAP_TIMEOUT_MS / 1000) -> None:
     """Fail fast, with a clear error, when no bootstrap server accepts a TCP connection.
 
@@ -140,9 +199,14 @@ class Producer:
             )
 
     def send(
-        self, topic: str, record: KafkaRecord, *, partition: int | None = None
-    ) -> Callable[[float], None]:
-        """Send asynchronously; returns ``wait(timeout_s)`` that raises if the send failed."""
+        self,
+        topic: str,
+        record: KafkaRecord,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Callable[[float], int]:
+        """Send asynchronously; returns ``wait(timeout_s)``: the record's offset, or raises."""
         with _converted(f"send to {topic!r}", self.bootstrap):
             fut = self._p.send(
                 topic,
@@ -150,11 +214,12 @@ class Producer:
                 key=record.key,
                 headers=list(record.headers),
                 partition=partition,
+                timestamp_ms=timestamp_ms,
             )
 
-        def wait(timeout_s: float) -> None:
+        def wait(timeout_s: float) -> int:
             with _converted(f"send to {topic!r}", self.bootstrap):
-                fut.get(timeout=timeout_s)
+                return int(fut.get(timeout=timeout_s).offset)
 
         return wait
 
@@ -319,6 +384,18 @@ def read_topic(
     of ``quiet_s`` returned nothing (end offsets alone are not trusted: on Tansu they are
     approximate).
     """
+    return read_from(bootstrap, topic, None, quiet_s=quiet_s, limit_s=limit_s)
+
+
+def read_from(
+    bootstrap: str,
+    topic: str,
+    starts: Mapping[int, int] | None,
+    *,
+    quiet_s: float = 0.3,
+    limit_s: float = 15.0,
+) -> list[Consumed]:
+    """Read a topic from ``starts`` (offset per partition; others and None: the beginning)."""
     out: list[Consumed] = []
     with _converted(f"read topic {topic!r}", bootstrap):
         c = KafkaConsumer(
@@ -334,6 +411,9 @@ def read_topic(
                 return out
             c.assign(tps)
             c.seek_to_beginning(*tps)
+            for tp in tps:
+                if starts and starts.get(tp.partition):
+                    c.seek(tp, starts[tp.partition])
             ends = c.end_offsets(tps)
             deadline = time.monotonic() + limit_s
             while time.monotonic() < deadline:

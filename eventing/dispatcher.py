@@ -8,7 +8,11 @@ Semantics (Knative's, plus durable retry state and batching):
   partition were delivered (2xx), filtered out, or dead-lettered.
 - Retries follow the delivery spec; the failure count of each offset is persisted
   (:mod:`eventing.retrystate`), so a restart continues the count instead of resetting it.
-- Malformed records go to the dead-letter sink with the reason; the stream goes on.
+- Malformed records go to the dead-letter sink with the reason; the stream goes on. So
+  does a record that fails in any other way before it is sent (a key that does not
+  decode as the source's key type, an event no HTTP request can carry): a bad record
+  never stops a dispatcher. A dispatcher that stops anyway (Kafka gone) says why in
+  :attr:`Dispatcher.error`; the plane restarts it (:mod:`eventing.plane`).
 - With ``batch``, up to N events (or what arrived within T ms) of one partition go in one
   ``application/cloudevents-batch+json`` request.
 - A CloudEvent in the response (a reply) is produced to ``reply_topic`` in binary mode.
@@ -27,6 +31,7 @@ first unfinished offset, and retry counts are loaded before either delivers.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +46,13 @@ from eventing.delivery import HttpSender, Response, deliver
 from eventing.errors import KafkaUnavailableError, MalformedRecordError
 from eventing.filters import Predicate
 from eventing.lanes import Lane
-from eventing.records import RecordOrigin, dead_letter_event, raw_event, record_to_event
+from eventing.records import (
+    KeyType,
+    RecordOrigin,
+    dead_letter_event,
+    raw_event,
+    record_to_event,
+)
 from eventing.retrystate import KafkaRetryState, MemoryRetryState, RetryState
 from eventing.settings import EventingSettings
 from eventing.stats import DispatchStats
@@ -79,6 +90,9 @@ class DispatcherConfig:
     workers: int = default_of(EventingSettings, "dispatch_workers")
     durable_retries: bool = True
     session_timeout_ms: int = default_of(EventingSettings, "session_timeout_ms")
+    key_type: KeyType = "string"
+    epoch: str | None = None
+    """The broker's epoch, when its log does not outlive it: part of every wrapped id."""
 
 
 class Dispatcher:
@@ -89,10 +103,13 @@ class Dispatcher:
         >>> d.start(); d.wait_assigned(30); d.stop()   # doctest: +SKIP
     """
 
-    def __init__(self, config: DispatcherConfig, bootstrap: str) -> None:
+    def __init__(
+        self, config: DispatcherConfig, bootstrap: str, *, stats: DispatchStats | None = None
+    ) -> None:
         self.config = config
         self.bootstrap = bootstrap
-        self.stats = DispatchStats(
+        # a restarted dispatcher keeps counting in the stats of the one it replaces
+        self.stats = stats or DispatchStats(
             config.name, config.kind, config.topics, config.group, config.sink
         )
         self._stop = threading.Event()
@@ -112,6 +129,9 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
         self._sender = HttpSender(pool_size=max(8, config.workers))
         self.error: BaseException | None = None
+        self.stop_requested = False
+        self.unfinished = 0
+        """Records taken from Kafka and not finished when the loop ended (read again later)."""
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -149,16 +169,29 @@ class Dispatcher:
 
     def request_stop(self) -> None:
         """Ask the dispatcher to stop without waiting (see :meth:`stop`)."""
+        self.stop_requested = True
         self._stop.set()
 
-    def stop(self, timeout_s: float = 40.0) -> None:
-        """Stop consuming, let in-flight requests finish, commit what is done, disconnect."""
-        self._stop.set()
+    def stop(self, timeout_s: float = 40.0) -> bool:
+        """Stop consuming, let in-flight requests finish, commit what is done, disconnect.
+
+        Returns:
+            False when the loop did not end within ``timeout_s`` (what it had not
+            committed is read again by the next consumer of the group).
+        """
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
-                log.error("dispatcher did not stop in time", extra={"dispatcher": self.config.name})
+                log.error(
+                    "dispatcher did not stop within %.0fs; its uncommitted records will be "
+                    "delivered again",
+                    timeout_s,
+                    extra={"dispatcher": self.config.name},
+                )
+                return False
             self._thread = None
+        return True
 
     @property
     def running(self) -> bool:
@@ -240,6 +273,8 @@ class Dispatcher:
         finally:
             self._stop.set()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            with self._lock:
+                self.unfinished = sum(len(ln.order) for ln in self._lanes.values())
             try:
                 self._commit()
                 consumer.close()
@@ -248,7 +283,12 @@ class Dispatcher:
             if self._producer is not None:
                 self._producer.close()
             self._sender.close()
-            log.info("dispatcher stopped: %s", reason, extra={"dispatcher": self.config.name})
+            log.info(
+                "dispatcher stopped: %s (%d record(s) unfinished, delivered again later)",
+                reason,
+                self.unfinished,
+                extra={"dispatcher": self.config.name},
+            )
 
     def _on_assign(self, tps: list[TP]) -> dict[TP, int]:
         # kafka-python's IO thread, inside a rebalance: bookkeeping only (see Consumer)
@@ -341,7 +381,10 @@ class Dispatcher:
         err = fut.exception()
         if err is not None:
             log.error(
-                "delivery failed unexpectedly: %r", err, extra={"dispatcher": self.config.name}
+                "delivery failed unexpectedly: %r; stopping (the plane restarts the dispatcher, "
+                "which reads the record again)",
+                err,
+                extra={"dispatcher": self.config.name},
             )
             self.error = err
             self._stop.set()  # never skip an offset: stop, and the restart reads it again
@@ -377,48 +420,66 @@ class Dispatcher:
         cfg = self.config
         wait = self._waiter(lane)
         ready: list[tuple[Consumed, CloudEvent]] = []
+        single = HttpMessage({}, b"")
         for c in records:
             origin = RecordOrigin(
-                cfg.namespace, cfg.name, c.topic, c.partition, c.offset, c.timestamp_ms
+                cfg.namespace, cfg.name, c.topic, c.partition, c.offset, c.timestamp_ms, cfg.epoch
             )
             try:
                 ev = record_to_event(
-                    c.record, origin, max_bytes=cfg.max_record_bytes, wrap=cfg.kind == "source"
+                    c.record,
+                    origin,
+                    max_bytes=cfg.max_record_bytes,
+                    wrap=cfg.kind == "source",
+                    key_type=cfg.key_type,
                 )
+                ev = events.with_attributes(
+                    ev,
+                    knativekafkapartition=str(c.partition),
+                    knativekafkaoffset=str(c.offset),
+                    **dict(cfg.extensions),
+                )
+                if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
+                    self.stats.add("filtered")
+                    continue
+                if not cfg.batch:  # one record: encode it here, where a failure is its own
+                    single = events.to_http_binary(ev)
+                    _check_sendable(single)
             except MalformedRecordError as err:
-                self.stats.add("malformed")
-                log.warning(
-                    "malformed record %s/%d@%d: %s",
-                    c.topic,
-                    c.partition,
-                    c.offset,
-                    err.reason,
-                    extra={"dispatcher": cfg.name},
-                )
-                if not self._dead_letter(
-                    wait, raw_event(c.record, origin, err.reason), None, err.reason.encode()
-                ):
+                if not self._reject(wait, c, origin, err.reason):
                     return False
                 continue
-            ev = events.with_attributes(
-                ev,
-                knativekafkapartition=str(c.partition),
-                knativekafkaoffset=str(c.offset),
-                **dict(cfg.extensions),
-            )
-            if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
-                self.stats.add("filtered")
+            except Exception as err:  # a bad record must never stop the dispatcher
+                reason = f"record cannot be delivered: {type(err).__name__}: {err}"
+                if not self._reject(wait, c, origin, reason):
+                    return False
                 continue
             ready.append((c, ev))
+        if cfg.batch and ready:
+            try:
+                msg = events.to_http_batch([ev for _, ev in ready])
+            except Exception:  # find the events that cannot be encoded; the rest go on
+                kept = []
+                for c, ev in ready:
+                    try:
+                        events.to_http_batch([ev])
+                    except Exception as err:
+                        reason = f"event cannot be encoded: {type(err).__name__}: {err}"
+                        origin = RecordOrigin(
+                            cfg.namespace, cfg.name, c.topic, c.partition, c.offset, None, cfg.epoch
+                        )
+                        if not self._reject(wait, c, origin, reason):
+                            return False
+                        continue
+                    kept.append((c, ev))
+                ready = kept
+                msg = events.to_http_batch([ev for _, ev in ready])
+        else:
+            msg = single
         if not ready:
             return True
         first = ready[0][0]
         key = f"{first.topic}/{first.partition}/{first.offset}"
-        msg: HttpMessage = (
-            events.to_http_batch([ev for _, ev in ready])
-            if cfg.batch
-            else events.to_http_binary(ready[0][1])
-        )
         timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
 
         def failed(n: int) -> None:
@@ -458,6 +519,21 @@ class Dispatcher:
         self._state.clear(key)
         return True
 
+    def _reject(
+        self, wait: Callable[[float], bool], c: Consumed, origin: RecordOrigin, reason: str
+    ) -> bool:
+        """Dead-letter a record that cannot become a deliverable event, with ``reason``."""
+        self.stats.add("malformed")
+        log.warning(
+            "malformed record %s/%d@%d: %s",
+            c.topic,
+            c.partition,
+            c.offset,
+            reason,
+            extra={"dispatcher": self.config.name},
+        )
+        return self._dead_letter(wait, raw_event(c.record, origin, reason), None, reason.encode())
+
     def _dead_letter(
         self, wait: Callable[[float], bool], event: CloudEvent, code: int | None, data: bytes
     ) -> bool:
@@ -493,12 +569,15 @@ class Dispatcher:
                 if self.config.delivery.timeout
                 else None
             )
-            r = self._sender.post(dls, events.to_http_binary(ev), timeout)
+            try:
+                r = self._sender.post(dls, events.to_http_binary(ev), timeout)
+            except (ValueError, UnicodeError) as err:  # an event no request can carry
+                return f"{type(err).__name__}: {err}"
             return None if r.ok else r.describe()
         assert self._producer is not None
         try:
             self._producer.send_sync(dls, codec.to_kafka_binary(ev))
-        except KafkaUnavailableError as err:
+        except (KafkaUnavailableError, ValueError, UnicodeError) as err:
             return str(err)
         return None
 
@@ -525,3 +604,16 @@ class Dispatcher:
         for wait in waits:
             wait(10.0)
         self.stats.add("replies", len(replies))
+
+
+_BAD_HEADER_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
+def _check_sendable(msg: HttpMessage) -> None:
+    """Raise ValueError when ``msg`` cannot go out as an HTTP/1.1 request (http.client would)."""
+    for name, value in msg.headers.items():
+        if not name or _BAD_HEADER_NAME.search(name):
+            raise ValueError(f"header name {name[:64]!r} is not an HTTP token")
+        if _BAD_HEADER_VALUE.search(value):
+            raise ValueError(f"header {name} has a value no HTTP request can carry: {value[:64]!r}")

@@ -24,6 +24,7 @@ _COUNTERS = (
     "filtered",
     "malformed",
     "replies",
+    "restarts",
 )
 
 
@@ -39,6 +40,7 @@ class StatsSnapshot:
     counters: dict[str, int]
     lag: dict[str, int]
     latency_ms: dict[str, float]
+    last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class StatsSnapshot:
             **self.counters,
             "lag_approximate": self.lag,
             "latency_ms": self.latency_ms,
+            "last_error": self.last_error,
         }
 
 
@@ -64,6 +67,8 @@ class DispatchStats:
     sink: str
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
     lag: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    """Why the dispatcher last stopped on its own (it was restarted), if it ever did."""
     _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
     _latency_sum: float = 0.0
     _latency_count: int = 0
@@ -80,6 +85,12 @@ class DispatchStats:
             self._latency_sum += seconds * n
             self._latency_count += n
 
+    def restarted(self, why: str) -> None:
+        """Count a restart of the dispatcher, which had stopped because of ``why``."""
+        with self._lock:
+            self.counters["restarts"] += 1
+            self.last_error = why
+
     def set_lag(self, lag: dict[str, int]) -> None:
         with self._lock:
             self.lag = dict(lag)
@@ -93,6 +104,7 @@ class DispatchStats:
             lat = sorted(self._latencies)
             counters = dict(self.counters)
             lag = dict(self.lag)
+            last_error = self.last_error
         pct: dict[str, float] = {}
         if lat:
             pct = {
@@ -101,7 +113,7 @@ class DispatchStats:
                 "max": round(lat[-1] * 1000, 2),
             }
         return StatsSnapshot(
-            self.name, self.kind, self.topics, self.group, self.sink, counters, lag, pct
+            self.name, self.kind, self.topics, self.group, self.sink, counters, lag, pct, last_error
         )
 
 

@@ -152,6 +152,12 @@ def format_status(state: dict[str, Any]) -> str:
             lines.append(
                 f"  {d['kind']:7} {d['name']:20} topics {','.join(d['topics'])} -> {d['sink']}  "
                 f"lag {lag}  delivered {d.get('delivered', 0)}  retried {d.get('retried', 0)}  "
-                f"dead-lettered {d.get('dead_lettered', 0)}"
+                f"dead-lettered {d.get('dead_lettered', 0)}  restarts {d.get('restarts', 0)}"
+            )
+            if d.get("restarts") and d.get("last_error"):
+                lines.append(f"    last stopped by: {d['last_error']}")
+        for name, ds in eventing.get("datasets", {}).items():
+            lines.append(
+                f"  dataset {name:16} rows {ds['rows']}  duplicates dropped {ds['duplicates']}"
             )
     return "\n".join(lines)

@@ -6,10 +6,16 @@ wake functions from zero as HTTP requests do). One line on stdout says where the
 is once everything is up; a run file under ``settings.common.home`` lets ``mlfn status`` and
 ``mlfn rollout`` find it.
 
-Stop (Ctrl-C or SIGTERM): the eventing plane first (it finishes and commits what it
-delivered), then the gateway (requests in progress finish), then the instances (SIGTERM
-drains them) and the zygotes, the broker last. Instances and zygotes also die with this
-process if it is killed (``PR_SET_PDEATHSIG``).
+Stop (Ctrl-C or SIGTERM): the eventing plane first (in-flight deliveries finish within
+``MLFN_PLATFORM_DRAIN_SECONDS``, delivered offsets are committed), then the embedded
+broker's unconsumed records are saved to ``<home>/platform/backlog.jsonl``
+(:mod:`eventing.backlog`) and replayed into the next broker on the next start, then the
+gateway (requests in progress finish), the instances (SIGTERM drains them) and the
+zygotes, the broker last. The last line says what the stop left.
+
+Killed (SIGKILL): instances and zygotes die with this process (``PR_SET_PDEATHSIG``); the
+embedded broker, in a session of its own, keeps running with its log, and the next
+``mlfn dev`` adopts it (``<home>/platform/broker.json``), so what it held is delivered then.
 """
 
 from __future__ import annotations
@@ -51,6 +57,48 @@ def run_file(settings: LocalRoot) -> Path:
     return localstate.run_file(settings.common.home)
 
 
+def broker_file(settings: LocalRoot) -> Path:
+    """Where ``mlfn dev`` notes its embedded broker (pid, port, epoch) while it runs."""
+    return settings.common.home / "platform" / "broker.json"
+
+
+def backlog_file(settings: LocalRoot) -> Path:
+    """Where a clean stop saves the embedded broker's unconsumed records."""
+    return settings.common.home / "platform" / "backlog.jsonl"
+
+
+def dataset_counts(settings: LocalRoot) -> dict[str, dict[str, int]]:
+    """Rows and duplicates dropped (redeliveries) of each local dataset, for ``mlfn status``."""
+    from runtime.datasets import Dataset
+
+    root = settings.dataset_store_path
+    out: dict[str, dict[str, int]] = {}
+    for path in sorted(root.glob("*.sqlite3")) if root.is_dir() else []:
+        with Dataset(path.stem, path) as ds:
+            out[path.stem] = {"rows": ds.count(), "duplicates": ds.duplicates()}
+    return out
+
+
+class _DuplicatesCollector:
+    """``mlfn_eventing_duplicates_total``: redelivered events each dataset dropped (durable)."""
+
+    def __init__(self, settings: LocalRoot) -> None:
+        self.settings = settings
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily(
+            "mlfn_eventing_duplicates",
+            "Events that reached a dataset again (redeliveries) and were dropped by its "
+            "idempotency on the event id, since the dataset was created",
+            labels=["dataset"],
+        )
+        for name, counts in dataset_counts(self.settings).items():
+            fam.add_metric([name], counts["duplicates"])
+        yield fam
+
+
 class _Broker:
     """The embedded broker, or nothing when an external Kafka is configured."""
 
@@ -61,21 +109,84 @@ class _Broker:
         self._lock = threading.Lock()
         self._stopped = False
 
+    @property
+    def epoch(self) -> str | None:
+        """The embedded broker's epoch (None for an external Kafka, whose log is durable)."""
+        return str(self.broker.epoch) if self.broker is not None else None
+
     def start(self) -> str:
-        """Start the broker (in a worker thread); a stop that came first wins."""
+        """Start (or adopt) the broker and replay the saved backlog; a stop that came first wins."""
         if self.settings.eventing.bootstrap_servers:
             return self.settings.eventing.bootstrap_servers
         from eventing.broker import EmbeddedBroker
 
         log_file = self.settings.common.home / "platform" / "broker.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        broker = EmbeddedBroker(self.port, log_file=log_file).start()
+        adopted = self._adopt()
+        broker = adopted or EmbeddedBroker(self.port, log_file=log_file).start()
         with self._lock:
             self.broker = broker
             stopped = self._stopped
         if stopped:  # Ctrl-C arrived while the broker was starting
-            broker.stop()
+            if adopted is None:  # an adopted one keeps its records for the next start
+                broker.stop()
+            return str(broker.bootstrap)
+        path = broker_file(self.settings)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": broker.pid, "port": broker.port, "epoch": broker.epoch}))
+        tmp.replace(path)
+        self._replay(broker.bootstrap)
         return str(broker.bootstrap)
+
+    def _adopt(self) -> Any:
+        from eventing.broker import EmbeddedBroker
+
+        path = broker_file(self.settings)
+        try:
+            info = json.loads(path.read_text())
+            broker = EmbeddedBroker.adopt(int(info["pid"]), int(info["port"]), str(info["epoch"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if broker is None:
+            log.info("the broker noted in %s is gone; starting a new one", path)
+            return None
+        log.warning(
+            "adopting the embedded broker left running by a mlfn dev that did not stop "
+            "cleanly (pid %s, %s): its records are delivered now",
+            broker.pid,
+            broker.bootstrap,
+        )
+        return broker
+
+    def _replay(self, bootstrap: str) -> None:
+        from eventing.backlog import replay
+
+        path = backlog_file(self.settings)
+        if not path.exists():
+            return
+        report = replay(bootstrap, path)
+        log.info(
+            "replayed the backlog of the last stop: %s, %d retry count(s)",
+            report.describe(),
+            report.retry_counts,
+        )
+
+    def save_backlog(self, groups: dict[str, list[str]]) -> str:
+        """Save the embedded broker's unconsumed records (before it stops); say what was saved."""
+        if self.broker is None or not self.broker.running:
+            return "no embedded broker"
+        from eventing.backlog import snapshot
+        from eventing.errors import EventingError
+
+        path = backlog_file(self.settings)
+        try:
+            report = snapshot(self.broker.bootstrap, groups, epoch=self.broker.epoch, path=path)
+        except EventingError as err:
+            log.error("could not save the broker's unconsumed records: %s; they are lost", err)
+            return f"unconsumed records LOST: {err}"
+        if not report.total and not report.retry_counts:
+            return "no unconsumed records"
+        return f"{report.describe()} unconsumed saved to {path} (replayed on the next start)"
 
     def stop(self) -> None:
         with self._lock:
@@ -83,6 +194,8 @@ class _Broker:
             broker = self.broker
         if broker is not None:
             broker.stop()
+            with contextlib.suppress(OSError):
+                broker_file(self.settings).unlink()
 
 
 class DevPlatform:
@@ -99,12 +212,20 @@ class DevPlatform:
         self.canary: Any = None
         self.pings: Any = None
         self.grpc: Any = None  # the gateway's gRPC port, when a function asks for gRPC
+        self.stop_report = ""
 
     def _eventing_status(self) -> dict[str, Any]:
         if self.plane is None:
             return {"eventing": None}
         try:
-            return {"eventing": {"bootstrap": self.bootstrap, "dispatchers": self.plane.stats()}}
+            return {
+                "eventing": {
+                    "bootstrap": self.bootstrap,
+                    "epoch": self.broker.epoch if self.broker is not None else None,
+                    "dispatchers": self.plane.stats(),
+                    "datasets": dataset_counts(self.settings),
+                }
+            }
         except Exception as err:  # stats are best effort; status must still answer
             return {"eventing": {"bootstrap": self.bootstrap, "error": str(err)}}
 
@@ -164,10 +285,12 @@ class DevPlatform:
             specs,
             lambda name: f"http://127.0.0.1:{port}/{name}",
             bootstrap=self.bootstrap,
+            epoch=self.broker.epoch if self.broker is not None else None,
         )
         plane.start()
         self.plane = plane
         self.serving.metrics.registry.register(plane.collector())
+        self.serving.metrics.registry.register(_DuplicatesCollector(self.settings))
 
     def _write_run_file(self) -> None:
         path = run_file(self.settings)
@@ -202,12 +325,25 @@ class DevPlatform:
             await loop.run_in_executor(None, self.canary.stop)
         if self.pings is not None:
             await loop.run_in_executor(None, self.pings.stop)
+        report: list[str] = []
         if self.plane is not None:
             try:
-                await asyncio.wait_for(loop.run_in_executor(None, self.plane.stop), grace + 20)
-                log.info("eventing plane stopped; delivered offsets committed")
+                stopped = await asyncio.wait_for(
+                    loop.run_in_executor(None, self.plane.stop, grace), grace + 20
+                )
+                report.append(stopped.describe())
+                log.info("eventing plane stopped; delivered offsets committed: %s", report[-1])
             except TimeoutError:
                 log.error("the eventing plane did not stop within %.0fs; going on", grace + 20)
+                report.append("eventing plane did not stop in time")
+        if self.broker is not None:
+            groups: dict[str, list[str]] = {}
+            for cfg in self.plane.configs if self.plane is not None else []:
+                for topic in cfg.topics:
+                    groups.setdefault(topic, []).append(cfg.group)
+            report.append(await loop.run_in_executor(None, self.broker.save_backlog, groups))
+            log.info("backlog: %s", report[-1])
+        self.stop_report = "; ".join(report)
         if self.grpc is not None:
             await self.grpc.stop(grace)
         await self.gateway.stop(grace)
@@ -249,7 +385,10 @@ async def _main(settings: LocalRoot, options: DevOptions) -> int:
     stopped.cancel()
     log.info("mlfn dev stopping (%s)", why[0] if why else "start-up failed")
     await platform.stop()
-    print("mlfn dev stopped", flush=True)
+    print(
+        "mlfn dev stopped" + (f": {platform.stop_report}" if platform.stop_report else ""),
+        flush=True,
+    )
     return code
 
 

@@ -4,6 +4,8 @@ One SQLite file per dataset (``<root>/<name>.sqlite3``, WAL mode, ``synchronous=
 Each row is keyed on the id of the CloudEvent that carried it: ``INSERT OR IGNORE``
 makes a redelivered event a no-op, so at-least-once delivery never duplicates rows.
 Rows get an increasing sequence number, the watermark that retrain policies count from.
+Every skipped row is counted, durably, in the same transaction (:meth:`Dataset.duplicates`):
+redeliveries are expected (delivery is at-least-once) but should be few, and visible.
 
 Example:
     >>> store = DatasetStore(tmp_path)  # doctest: +SKIP
@@ -52,6 +54,11 @@ CREATE TABLE IF NOT EXISTS rows (
     label    TEXT
 )
 """
+_COUNTERS = "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+_COUNT_DUPLICATES = (
+    "INSERT INTO counters (name, value) VALUES ('duplicates', ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
+)
 
 
 class DatasetError(MlfnError, ValueError):
@@ -138,6 +145,7 @@ class Dataset:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute(_SCHEMA)
+        self._db.execute(_COUNTERS)
 
     def close(self) -> None:
         with self._lock:
@@ -151,6 +159,8 @@ class Dataset:
 
     def append(self, rows: Iterable[Row]) -> int:
         """Append rows in one transaction; rows whose id is already stored are skipped.
+
+        Skipped rows are added to :meth:`duplicates` in the same transaction.
 
         Returns:
             How many rows were new.
@@ -177,11 +187,22 @@ class Dataset:
                     "INSERT OR IGNORE INTO rows (id, time, features, label) VALUES (?, ?, ?, ?)",
                     values,
                 )
+                added = self._db.total_changes - before
+                if added < len(values):
+                    self._db.execute(_COUNT_DUPLICATES, (len(values) - added,))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            return self._db.total_changes - before
+            return added
+
+    def duplicates(self) -> int:
+        """Rows skipped so far because their id was stored already (redelivered events)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT value FROM counters WHERE name = 'duplicates'"
+            ).fetchone()
+        return int(found[0]) if found else 0
 
     def count(self) -> int:
         """Rows stored."""

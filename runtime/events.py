@@ -11,6 +11,8 @@ a :class:`CodecError` (a ``ValueError``) whose message says what was wrong.
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -134,9 +136,10 @@ def is_cloudevent_http(headers: Mapping[str, str]) -> bool:
 
 
 def from_http_message(headers: Mapping[str, str], body: bytes) -> CloudEvent:
-    """Decode one CloudEvent sent in binary or structured mode."""
+    """Decode one CloudEvent sent in binary or structured mode (``ce-*`` percent-decoded)."""
     h = _lower(headers)
     if "ce-specversion" in h:
+        h = {k: _unquote_header(k, v) if k.startswith("ce-") else v for k, v in h.items()}
         missing = [a for a in REQUIRED_ATTRIBUTES if not h.get(f"ce-{a}")]
         if missing:
             raise CodecError(
@@ -166,9 +169,31 @@ def from_http_batch(body: bytes) -> list[CloudEvent]:
     return events
 
 
+# CloudEvents HTTP binding 3.1.3.2: in a ce-* header, space, '"', '%' and every character
+# outside printable ASCII are percent-encoded (as UTF-8); a receiver decodes them.
+_UNSAFE = re.compile(r"[^\x21\x23\x24\x26-\x7e]")
+
+
+def _quote_header(value: str) -> str:
+    if _UNSAFE.search(value) is None:
+        return value
+    return urllib.parse.quote(value, safe="!#$&'()*+,/:;<=>?@[\\]^`{|}~")
+
+
+def _unquote_header(name: str, value: str) -> str:
+    if "%" not in value:
+        return value
+    try:
+        return urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError as err:
+        raise CodecError(f"header {name} is not percent-encoded UTF-8: {err}") from err
+
+
 def to_http_binary(event: CloudEvent) -> HttpMessage:
+    """Encode in binary mode; ``ce-*`` values are percent-encoded where the spec says so."""
     headers, body = to_binary(event)
-    return HttpMessage(dict(headers), as_bytes(body))
+    out = {k: _quote_header(v) if k.startswith("ce-") else v for k, v in headers.items()}
+    return HttpMessage(out, as_bytes(body))
 
 
 def to_http_structured(event: CloudEvent) -> HttpMessage:

@@ -240,6 +240,10 @@ class KafkaSource(_Frozen):
     """retries, backoff, timeout and dead letter of its deliveries"""
     batch: EventBatch | None = None
     """deliver batches of events (unset: one event per request)"""
+    key_type: Literal["string", "int", "float", "byte-array"] = "string"
+    """how record keys become the ``key`` extension (Knative's key-type label): UTF-8
+    string, 4/8-byte big-endian int or float, or byte-array (base64); a key that does not
+    decode is dead-lettered"""
 
 
 class Subscription(_Frozen):

@@ -58,6 +58,8 @@ KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 
 DELIVERY_ORDER = "kafka.eventing.knative.dev/delivery.order"
 """The Trigger annotation of Knative's Kafka broker: ``ordered`` or ``unordered`` (default)."""
+KEY_TYPE_LABEL = "kafkasources.sources.knative.dev/key-type"
+"""The KafkaSource label that chooses the key deserializer (string, int, float, byte-array)."""
 
 
 def kafka_source_name(spec: FunctionSpec, index: int, source: KafkaSource) -> str:
@@ -84,11 +86,14 @@ def kafka_sources(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:
             }
         else:
             sink = {"ref": subscriber_ref(spec, opts.namespace)}
+        meta = metadata(name, opts.namespace, spec.name)
+        if src.key_type != "string":  # Knative reads the key type from this label
+            meta["labels"] = {**meta.get("labels", {}), KEY_TYPE_LABEL: src.key_type}
         out.append(
             {
                 "apiVersion": "sources.knative.dev/v1beta1",
                 "kind": "KafkaSource",
-                "metadata": metadata(name, opts.namespace, spec.name),
+                "metadata": meta,
                 "spec": {
                     "bootstrapServers": [opts.bootstrap_servers],
                     "topics": list(src.topics),

@@ -217,6 +217,8 @@ class RetrainLoop:
     def add(self, rows: Sequence[Row]) -> int:
         """Store rows (a row whose id is stored already is skipped); returns how many were new."""
         added = self.dataset.append(rows)
+        if added < len(rows):
+            self.metrics.duplicates.labels(self.dataset.name).inc(len(rows) - added)
         if added:
             self._last_row_at = time.time()
         self.driver.add_rows(added)

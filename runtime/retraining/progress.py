@@ -83,6 +83,13 @@ class TrainingMetrics:
             ["model"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "mlfn_eventing_duplicates",
+            "Events that reached the dataset again (redeliveries) and were dropped by its "
+            "idempotency on the event id",
+            ["dataset"],
+            registry=r,
+        )
         self.version = Gauge(
             "mlfn_model_latest_version",
             "The version the latest pointer names",

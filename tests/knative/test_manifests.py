@@ -327,3 +327,15 @@ def test_a_grpc_function_serves_its_one_port_as_h2c(opts: RenderOptions) -> None
 def test_grpc_is_for_inference_functions_only() -> None:
     with pytest.raises(ValueError, match="grpc=True needs an inference function"):
         FunctionSpec(name="e", kind="event", module="m", entrypoint="f", grpc=True)
+
+
+def test_a_source_key_type_becomes_knatives_key_type_label(
+    specs: list[FunctionSpec], opts: RenderOptions
+) -> None:
+    prep = next(s for s in specs if s.sources)
+    src = prep.sources[0].model_copy(update={"key_type": "byte-array"})
+    objs = render([prep.model_copy(update={"sources": (src,)})], opts).all()
+    labels = find(objs, "KafkaSource", "preprocess-digits-raw")["metadata"]["labels"]
+    assert labels["kafkasources.sources.knative.dev/key-type"] == "byte-array"
+    plain = find(render([prep], opts).all(), "KafkaSource", "preprocess-digits-raw")
+    assert "kafkasources.sources.knative.dev/key-type" not in plain["metadata"]["labels"]

@@ -59,3 +59,13 @@ def test_bad_names_and_ids_are_refused(datasets: DatasetStore) -> None:
         datasets.open("../etc")
     with pytest.raises(DatasetError, match="empty id"):
         datasets.open("toy").append([Row("", [1.0])])
+
+
+def test_skipped_duplicates_are_counted_durably(datasets: DatasetStore) -> None:
+    ds = datasets.open("dups")
+    assert ds.duplicates() == 0
+    assert ds.append([Row("a", [1.0]), Row("b", [2.0])]) == 2
+    assert ds.append([Row("a", [1.0]), Row("c", [3.0]), Row("c", [3.0])]) == 1
+    assert ds.duplicates() == 2
+    datasets.close()
+    assert DatasetStore(datasets.root).open("dups").duplicates() == 2  # in the file, not in memory

@@ -1,0 +1,1 @@
+"""Functions for the reliability tests of the local platform: a KafkaSource that stores rows."""
