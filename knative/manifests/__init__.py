@@ -30,8 +30,8 @@ from knative.manifests.features import feature_patches, required_flags
 from knative.manifests.flagger import canaries_used, canary, metric_templates
 from knative.manifests.monitoring import pod_monitor
 from knative.manifests.network import network_policies
-from knative.manifests.ping import ping_sources
 from knative.manifests.pin import needs_pin, pin_objects
+from knative.manifests.ping import ping_sources
 from knative.manifests.rbac import rbac_objects
 from knative.manifests.service import build_service
 from runtime.spec import FunctionSpec
