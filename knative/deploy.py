@@ -45,10 +45,11 @@ APPLY_RANK: dict[str, int] = {
     "Canary": 10,
     "Trigger": 11,
     "KafkaSource": 12,
+    "PingSource": 12,
 }
 """Apply rank by kind: an object comes after every kind it may reference (a Canary after
 its Service and MetricTemplates, a Trigger after its broker and subscriber, a KafkaSource
-after the broker it sinks to)."""
+after the broker it sinks to, a PingSource after the function it wakes)."""
 
 
 def apply_order(objects: Sequence[Obj]) -> list[Obj]:

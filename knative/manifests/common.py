@@ -86,7 +86,7 @@ class RenderOptions:
     partitions: int = default_of(EventingSettings, "partitions")
     replication_factor: int = default_of(KnativeSettings, "kafka_replication_factor")
     env: Mapping[str, str] = field(default_factory=dict)
-    database_secret: str = default_of(KnativeSettings, "database_secret")
+    database_secret: str = ""  # the pure builders default to no shared store; see options_from
     database_namespace: str = default_of(KnativeSettings, "database_namespace")
     database_port: int = default_of(KnativeSettings, "database_port")
     metrics_scrape: ScrapeMode = default_of(KnativeSettings, "metrics_scrape")  # noqa: RUF009 (a str)

@@ -42,7 +42,7 @@ def test_cpu_service_carries_the_spec_scaling_resources_and_probes(rendered: Ren
         "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"memory": "512Mi"},
     }
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["MLFN_NAMESPACE"] == "ml" and env["MLFN_HOME"] == "/tmp/mlfn"
 
 
@@ -335,7 +335,7 @@ def test_a_source_key_type_becomes_knatives_key_type_label(
     prep = next(s for s in specs if s.sources)
     src = prep.sources[0].model_copy(update={"key_type": "byte-array"})
     objs = render([prep.model_copy(update={"sources": (src,)})], opts).all()
-    labels = find(objs, "KafkaSource", "preprocess-digits-raw")["metadata"]["labels"]
+    labels = find(objs, "KafkaSource", "preprocess")["metadata"]["labels"]
     assert labels["kafkasources.sources.knative.dev/key-type"] == "byte-array"
-    plain = find(render([prep], opts).all(), "KafkaSource", "preprocess-digits-raw")
+    plain = find(render([prep], opts).all(), "KafkaSource", "preprocess")
     assert "kafkasources.sources.knative.dev/key-type" not in plain["metadata"]["labels"]
