@@ -202,6 +202,10 @@ class RetrainLoop:
                 return meta.data.last_seq
         return 0
 
+    def _uncovered_rows(self) -> int:
+        """Rows after the last one any stored version (published or rejected) trained on."""
+        return self.dataset.count_since(self._covered_rows())
+
     def _untrained_rows(self) -> int:
         """Rows stored after the data range of the served version (all, if unknown)."""
         try:
@@ -215,11 +219,18 @@ class RetrainLoop:
     # --- inputs -----------------------------------------------------------------
 
     def add(self, rows: Sequence[Row]) -> int:
-        """Store rows (a row whose id is stored already is skipped); returns how many were new."""
+        """Store rows (a row whose id is stored already is skipped); returns how many were new.
+
+        With a shared store the row trigger counts every replica's rows: the pending count
+        becomes the store's untrained rows, so that replicas which each received part of
+        the rows still train once ``every_rows`` arrived between them.
+        """
         added = self.dataset.append(rows)
         if added:
             self._last_row_at = time.time()
         self.driver.add_rows(added)
+        if added and self.state is not None and self.state.shared:
+            self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
         self.metrics.pending.labels(self.model).set(self.driver.pending_rows)
         return added
 
