@@ -274,6 +274,7 @@ class RetrainLoop:
                     )
                     log.info("training skipped: %s", outcome.reason, extra={"model": self.model})
                 else:
+                    started = time.time()  # once the lock is held: when training began
                     if self.state is not None:
                         self.state.started(self.model)
                     outcome = self._train_gated(ticket, started)
