@@ -143,6 +143,7 @@ class RetrainLoop:
         self._cond = threading.Condition()
         self.state = state
         self._clock = clock
+        self._covered: tuple[float, int] | None = None
         restored = self._restored()
         self.driver = RetrainDriver(
             policy, self._train, clock=clock, pending_rows=self._untrained_rows(), **restored
@@ -191,8 +192,19 @@ class RetrainLoop:
         self.driver.sync(pending_rows=pending, epoch=epoch)
         return self.driver.wait_idle(timeout)
 
-    def _covered_rows(self) -> int:
-        """The last row any stored version (published or rejected) was trained on."""
+    def _covered_rows(self, *, fresh: bool = True) -> int:
+        """The last row any stored version (published or rejected) was trained on.
+
+        ``fresh=False`` may answer from a value read at most a second ago (per stored row).
+        """
+        now = time.monotonic()
+        if not fresh and self._covered is not None and now - self._covered[0] < 1.0:
+            return self._covered[1]
+        value = self._read_covered_rows()
+        self._covered = (now, value)
+        return value
+
+    def _read_covered_rows(self) -> int:
         try:
             versions = self.models.versions(self.model)
         except ModelNotFoundError:
@@ -204,7 +216,7 @@ class RetrainLoop:
 
     def _uncovered_rows(self) -> int:
         """Rows after the last one any stored version (published or rejected) trained on."""
-        return self.dataset.count_since(self._covered_rows())
+        return self.dataset.count_since(self._covered_rows(fresh=False))
 
     def _untrained_rows(self) -> int:
         """Rows stored after the data range of the served version (all, if unknown)."""
@@ -221,15 +233,16 @@ class RetrainLoop:
     def add(self, rows: Sequence[Row]) -> int:
         """Store rows (a row whose id is stored already is skipped); returns how many were new.
 
-        With a shared store the row trigger counts every replica's rows: the pending count
-        becomes the store's untrained rows, so that replicas which each received part of
-        the rows still train once ``every_rows`` arrived between them.
+        With a retraining state (``loop_for``) the row trigger counts every replica's rows:
+        the pending count becomes the store's rows after the last trained-on row, so that
+        replicas which each received part of the rows still train once ``every_rows``
+        arrived between them.
         """
         added = self.dataset.append(rows)
         if added:
             self._last_row_at = time.time()
         self.driver.add_rows(added)
-        if added and self.state is not None and self.state.shared:
+        if added and self.state is not None:  # replicas (local instances too) share the store
             self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
         self.metrics.pending.labels(self.model).set(self.driver.pending_rows)
         return added

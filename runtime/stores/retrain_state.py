@@ -60,10 +60,6 @@ def _now() -> datetime:
 class RetrainState(ABC):
     """Where a model's retraining state lives."""
 
-    shared: bool = False
-    """Whether other replicas share this state (and the datasets): the loop then counts
-    pending rows from the store rather than from the rows this replica received."""
-
     @abstractmethod
     def get(self, model: str) -> RetrainRecord:
         """The model's state, created (``since`` = now) when it has none."""
@@ -185,8 +181,6 @@ class LocalRetrainState(RetrainState):
 
 class PgRetrainState(RetrainState):
     """State in ``mlfn_retrain_state``; single flight by a session advisory lock per model."""
-
-    shared = True
 
     def __init__(self, db: Database) -> None:
         self.db = db
