@@ -156,7 +156,7 @@ def _trial(
             return -1
         return None
 
-    version = _wait(changed, 60, "predict to serve a new version")
+    version = _wait(changed, 120, "predict to serve a new version")
     t_end = time.time()
     if version == -1:
         return {"decision": "rejected", "total": t_end - t0}

@@ -92,11 +92,11 @@ class PingSources:
     def _run(self, target: PingTarget) -> None:
         log.info(
             "ping source started",
-            extra={"name": target.name, "every_seconds": target.every_seconds},
+            extra={"ping": target.name, "every_seconds": target.every_seconds},
         )
         while not self._stop.wait(target.every_seconds):
             self.ping(target)
-        log.info("ping source stopped: stop() was called", extra={"name": target.name})
+        log.info("ping source stopped: stop() was called", extra={"ping": target.name})
 
     def start(self) -> PingSources:
         for target in self.targets:

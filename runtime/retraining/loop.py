@@ -143,6 +143,7 @@ class RetrainLoop:
         self._cond = threading.Condition()
         self.state = state
         self._clock = clock
+        self._covered: tuple[float, int] | None = None
         restored = self._restored()
         self.driver = RetrainDriver(
             policy, self._train, clock=clock, pending_rows=self._untrained_rows(), **restored
@@ -191,8 +192,19 @@ class RetrainLoop:
         self.driver.sync(pending_rows=pending, epoch=epoch)
         return self.driver.wait_idle(timeout)
 
-    def _covered_rows(self) -> int:
-        """The last row any stored version (published or rejected) was trained on."""
+    def _covered_rows(self, *, fresh: bool = True) -> int:
+        """The last row any stored version (published or rejected) was trained on.
+
+        ``fresh=False`` may answer from a value read at most a second ago (per stored row).
+        """
+        now = time.monotonic()
+        if not fresh and self._covered is not None and now - self._covered[0] < 1.0:
+            return self._covered[1]
+        value = self._read_covered_rows()
+        self._covered = (now, value)
+        return value
+
+    def _read_covered_rows(self) -> int:
         try:
             versions = self.models.versions(self.model)
         except ModelNotFoundError:
@@ -201,6 +213,10 @@ class RetrainLoop:
             if meta.data is not None and meta.data.dataset == self.dataset.name:
                 return meta.data.last_seq
         return 0
+
+    def _uncovered_rows(self) -> int:
+        """Rows after the last one any stored version (published or rejected) trained on."""
+        return self.dataset.count_since(self._covered_rows(fresh=False))
 
     def _untrained_rows(self) -> int:
         """Rows stored after the data range of the served version (all, if unknown)."""
@@ -215,13 +231,21 @@ class RetrainLoop:
     # --- inputs -----------------------------------------------------------------
 
     def add(self, rows: Sequence[Row]) -> int:
-        """Store rows (a row whose id is stored already is skipped); returns how many were new."""
+        """Store rows (a row whose id is stored already is skipped); returns how many were new.
+
+        With a retraining state (``loop_for``) the row trigger counts every replica's rows:
+        the pending count becomes the store's rows after the last trained-on row, so that
+        replicas which each received part of the rows still train once ``every_rows``
+        arrived between them.
+        """
         added = self.dataset.append(rows)
         if added < len(rows):
             self.metrics.duplicates.labels(self.dataset.name).inc(len(rows) - added)
         if added:
             self._last_row_at = time.time()
         self.driver.add_rows(added)
+        if added and self.state is not None:  # replicas (local instances too) share the store
+            self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
         self.metrics.pending.labels(self.model).set(self.driver.pending_rows)
         return added
 
@@ -265,6 +289,7 @@ class RetrainLoop:
                     )
                     log.info("training skipped: %s", outcome.reason, extra={"model": self.model})
                 else:
+                    started = time.time()  # once the lock is held: when training began
                     if self.state is not None:
                         self.state.started(self.model)
                     outcome = self._train_gated(ticket, started)

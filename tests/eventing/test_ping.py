@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -23,7 +24,10 @@ def test_retrain_policies_with_every_seconds_get_a_ping() -> None:
     assert targets[0].data == {"model": "digits", "reason": "every_seconds"}
 
 
-def test_pings_arrive_on_schedule_and_a_failure_does_not_stop_them() -> None:
+def test_pings_arrive_on_schedule_and_a_failure_does_not_stop_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mlfn.eventing.ping")  # its log lines must work too
     answers = iter([503])
     sink = Sink(lambda ev: (next(answers, 202), {}, b"")).start()
     try:
@@ -42,5 +46,7 @@ def test_pings_arrive_on_schedule_and_a_failure_does_not_stop_them() -> None:
         assert first["attrs"]["source"] == "/apis/v1/namespaces/ml/pingsources/retrain-ping"
         assert json.loads(first["data"]) == {"model": "digits", "reason": "every_seconds"}
         assert first["attrs"]["id"] != second["attrs"]["id"]
+        said = [r.getMessage() for r in caplog.records]
+        assert "ping source started" in said and "ping source stopped: stop() was called" in said
     finally:
         sink.stop()
