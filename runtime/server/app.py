@@ -22,6 +22,7 @@ from runtime.function import Function
 from runtime.logs import request_context
 from runtime.server import errors as e
 from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
+from runtime.server.fleet import WATCH_SECONDS, Fleet, SharedLimiter
 from runtime.server.limits import ConcurrencyLimiter
 from runtime.server.metrics import CONTENT_TYPE, Metrics
 from runtime.settings import Settings
@@ -110,6 +111,7 @@ class App:
         model_opener: ModelOpener = _open_model,
         batching: bool = True,
         started_at: float | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.function = function
         self.spec = function.spec
@@ -121,11 +123,16 @@ class App:
             expose(self.metrics.registry)
         self.metrics.phase("imports_done")
         self.dispatcher = Dispatcher(function, settings, self.metrics, batching=batching)
-        self.limiter = ConcurrencyLimiter(
-            function.spec.scaling.container_concurrency,
-            settings.queue_depth,
-            settings.queue_timeout_seconds,
+        # one of several worker processes: the limit, readiness and swaps are the fleet's
+        self.fleet = fleet
+        limit = function.spec.scaling.container_concurrency
+        self.limiter: ConcurrencyLimiter | SharedLimiter = (
+            ConcurrencyLimiter(limit, settings.queue_depth, settings.queue_timeout_seconds)
+            if fleet is None
+            else fleet.limiter(limit, settings.queue_depth, settings.queue_timeout_seconds)
         )
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
         self.load_error: str | None = None
         self._ready = threading.Event()
         self._opener = model_opener
@@ -141,7 +148,8 @@ class App:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        """This worker loaded its model, and so did every other worker of the server."""
+        return self._ready.is_set() and (self.fleet is None or self.fleet.all_ready())
 
     def start(self) -> App:
         """Load the model in a background thread; ``/readyz`` turns 200 when done."""
@@ -159,6 +167,7 @@ class App:
         return True
 
     def close(self) -> None:
+        self._closed.set()
         model = self.dispatcher.model
         if model is not None:
             model.stop()
@@ -187,8 +196,29 @@ class App:
             log.exception("model load failed for %s", self.spec.name)
             return
         self._ready.set()
+        if self.fleet is not None:
+            self.fleet.set_ready()
+            if callable(getattr(self.dispatcher.model, "refresh", None)):
+                self._watcher = threading.Thread(
+                    target=self._watch_swaps, name="mlfn-fleet-watch", daemon=True
+                )
+                self._watcher.start()
         seconds = self.metrics.phase("ready")
         log.info("%s ready %.3fs after process start", self.spec.name, seconds)
+
+    def _watch_swaps(self) -> None:
+        """Another worker was told of a new model version: check the store here too."""
+        assert self.fleet is not None
+        seen = self.fleet.generation
+        while not self._closed.wait(WATCH_SECONDS):
+            now = self.fleet.generation
+            if now == seen:
+                continue
+            seen = now
+            try:
+                self.dispatcher.model.refresh()  # type: ignore[union-attr]
+            except Exception as err:  # keep serving the loaded version; the poller retries
+                log.warning("model refresh after a swap in another worker failed: %s", err)
 
     # --- entry points -----------------------------------------------------------------
 
@@ -262,6 +292,17 @@ class App:
             f"{size} is over the limit of {self.settings.max_body_bytes} bytes; "
             "send smaller requests or raise MLFN_MAX_BODY_BYTES"
         )
+
+    def error_response(self, err: e.HttpError) -> Response:
+        """The answer to a request refused before routing (it did not parse, or is too
+        large), counted in the metrics like any other."""
+        resp = self._error(err, uuid.uuid4().hex)
+        self.metrics.observe(resp.status, 0.0)
+        return resp
+
+    def crash_response(self, err: BaseException) -> Response:
+        """The 500 for a failure outside the function (logged with an error id)."""
+        return self._crash(err)
 
     def _error(self, err: e.HttpError, error_id: str) -> Response:
         level = logging.WARNING if err.status >= 500 else logging.INFO
@@ -345,7 +386,7 @@ class App:
             if path == "/" or path == self._alias:
                 _allow(req, "POST")
                 if "ce-specversion" in req.headers or ctype.startswith("application/cloudevents"):
-                    return self._run(lambda: _reply(d.model_event(req.headers, req.body)))
+                    return self._run(lambda: self._model_event(req))
                 return self._run(lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
             if path == "/v2" or path.startswith("/v2/"):
                 return self._oip(req, path, ctype)
@@ -355,6 +396,12 @@ class App:
         if self._flask is not None:  # in-process call of a plain HTTP function
             return self._plain_in_process(req)
         raise e.NotFound(f"no route {path}; {self.spec.name} ({kind}) serves: {self._routes()}")
+
+    def _model_event(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        reply = _reply(self.dispatcher.model_event(req.headers, req.body))
+        if self.fleet is not None:
+            self.fleet.announce_swap()  # the other workers check the store too
+        return reply
 
     def _routes(self) -> str:
         base = ["GET /healthz", "GET /readyz", "GET /metrics"]
@@ -368,6 +415,11 @@ class App:
         if self.ready:
             return 200, dict(_JSON), b'{"status":"ready"}'
         reason = self.load_error or "loading the function's model"
+        if self.load_error is None and self._ready.is_set() and self.fleet is not None:
+            reason = (
+                f"{self.fleet.ready_count()} of {self.fleet.workers} worker processes "
+                "have loaded the function's model"
+            )
         return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
 
     def _run(
@@ -450,11 +502,14 @@ def create_app(
     batching: bool = True,
     start: bool = True,
     started_at: float | None = None,
+    fleet: Fleet | None = None,
 ) -> App:
     """The WSGI app of ``function``; with ``start`` the model starts loading now.
 
     ``started_at`` (wall-clock seconds) is when the serving process started, for the
-    cold-start metrics; default: this process's start.
+    cold-start metrics; default: this process's start. ``fleet``: the table shared with
+    the other worker processes of the server (see :mod:`runtime.server.fleet`), joined
+    by this process; None for a single process.
 
     Callable in-process (tests, ``mlfn invoke``, a forked instance of the local platform).
 
@@ -466,6 +521,11 @@ def create_app(
         True
     """
     app = App(
-        function, settings, model_opener=model_opener, batching=batching, started_at=started_at
+        function,
+        settings,
+        model_opener=model_opener,
+        batching=batching,
+        started_at=started_at,
+        fleet=fleet,
     )
     return app.start() if start else app
