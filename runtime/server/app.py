@@ -195,7 +195,6 @@ class App:
             self.load_error = f"loading the model failed: {type(err).__name__}: {err}"
             log.exception("model load failed for %s", self.spec.name)
             return
-        self._ready.set()
         if self.fleet is not None:
             self.fleet.set_ready()
             if callable(getattr(self.dispatcher.model, "refresh", None)):
@@ -203,6 +202,7 @@ class App:
                     target=self._watch_swaps, name="mlfn-fleet-watch", daemon=True
                 )
                 self._watcher.start()
+        self._ready.set()
         seconds = self.metrics.phase("ready")
         log.info("%s ready %.3fs after process start", self.spec.name, seconds)
 

@@ -98,13 +98,16 @@ class _Message:
         self.headers = {}
         self.body = []
         self.size = 0
+        self.head_bytes = 0
         self.in_message = True
         self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         old = self.headers.get(key)
@@ -112,6 +115,9 @@ class _Message:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self.reject = _HeadTooLarge()
+            return
         length = self.headers.get("content-length")
         if length is not None:
             try:
@@ -194,6 +200,7 @@ def serve_connection(
     sock.settimeout(keepalive_s)
     recv, sendall = sock.recv, sock.sendall
     idle = tracker.idle
+    unparsed = 0
     while True:
         waiting = not msg.in_message
         if waiting:
@@ -217,13 +224,13 @@ def serve_connection(
         except httptools.HttpParserError as err:
             _refuse(app, sendall, e.BadRequest(f"malformed HTTP request: {err}"))
             return
-        if msg.in_head:
-            msg.head_bytes += len(data)
-            if msg.head_bytes > MAX_HEAD_BYTES:
+        if msg.in_head:  # a head still incomplete: count what it took so far
+            unparsed += len(data)
+            if unparsed > 2 * MAX_HEAD_BYTES:
                 _refuse(app, sendall, _HeadTooLarge())
                 return
         else:
-            msg.head_bytes = 0
+            unparsed = 0
         while msg.complete:
             req, keep, http10 = msg.complete.popleft()
             resp = app.handle(req)
