@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench._load import LoadResult, build_request, run_load
 
-__all__ = ["generator", "load"]
+__all__ = ["generator", "load", "tree_cpu_seconds"]
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 _LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -114,3 +114,31 @@ def load(
             timeout=secs + 30,
         )
         return _parse(run.stdout, secs)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its living descendants.
+
+    Beside requests/s, CPU per request is the figure that a machine shared with other
+    work disturbs least. Linux only; 0.0 elsewhere.
+    """
+    proc = Path("/proc")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for d in proc.glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(d.name)] = int(fields[1])
+        times[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(times.get(p, 0.0) for p in tree)

@@ -12,7 +12,9 @@ CloudEvent (``ce-*`` headers, a small JSON body), answered 204 by
 
 Targets: concurrency 64 at least 1.5x the baseline; concurrency 1 p50 no worse than
 before (10 % allowed for noise). Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) with
-wrk when installed, else :mod:`bench._load`.
+wrk when installed, else :mod:`bench._load`. Beside each cell, the server's CPU time per
+request (all its processes): on a machine shared with other work, requests/s and
+latency move with the neighbours, CPU per request much less.
 
     python -m bench cloudevents
 """
@@ -27,10 +29,11 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench._load import LoadResult
-from bench._wrk import generator, load
+from bench._wrk import generator, load, tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_REV = os.environ.get("MLFN_BENCH_BASE_REV", "6ca26ca")
@@ -54,6 +57,18 @@ def noop(ev):
 """
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: the load result and the server's CPU per request."""
+
+    load: LoadResult
+    cpu_us: float
+
+    @property
+    def rps(self) -> float:
+        return self.load.rps
+
+
 def _free_port() -> int:
     import socket
 
@@ -74,7 +89,7 @@ def _answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Iterator[None]:
+def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Iterator[int]:
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -87,7 +102,7 @@ def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Itera
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{argv} did not answer in 60s")
             time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -99,11 +114,16 @@ def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Itera
             proc.stderr.close()
 
 
-def _measure(port: int, seconds: float) -> dict[int, LoadResult]:
-    return {
-        c: load("127.0.0.1", port, "POST", "/", BODY, HEADERS, concurrency=c, duration=seconds)
-        for c in CONCURRENCY
-    }
+def _measure(port: int, pid: int, seconds: float) -> dict[int, Cell]:
+    out = {}
+    for c in CONCURRENCY:
+        cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
+        r = load("127.0.0.1", port, "POST", "/", BODY, HEADERS, concurrency=c, duration=seconds)
+        cpu = tree_cpu_seconds(pid) - cpu0
+        # the warm-up's requests cost CPU too: count them at the measured rate
+        served = r.rps * (time.monotonic() - t0)
+        out[c] = Cell(r, cpu / served * 1e6 if served else float("nan"))
+    return out
 
 
 def _export(rev: str, into: Path) -> Path | None:
@@ -137,7 +157,7 @@ def main() -> None:
     seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "3"))
     workers = int(os.environ.get("MLFN_WORKERS") or 0) or available_cpus()
     env = {k: v for k, v in os.environ.items() if k != "MLFN_WORKERS"}
-    rows: list[tuple[str, dict[int, LoadResult]]] = []
+    rows: list[tuple[str, dict[int, Cell]]] = []
     with tempfile.TemporaryDirectory(prefix="mlfn-bench-ce-") as tmp_s:
         tmp = Path(tmp_s)
         fns = tmp / "fns"
@@ -150,40 +170,44 @@ def main() -> None:
         ff += ["--signature-type", "cloudevent", "--source", str(REPO / "bench" / "_ff_noop.py")]
         ff += ["--host", "127.0.0.1", "--port", str(port)]
         ff_env = {**env, "WORKERS": "2", "PYTHONPATH": str(REPO)}
-        with _server(ff, ff_env, REPO, port):
-            rows.append(("functions-framework, 2 workers", _measure(port, seconds)))
+        with _server(ff, ff_env, REPO, port) as pid:
+            rows.append(("functions-framework, 2 workers", _measure(port, pid, seconds)))
 
         (tmp / "before").mkdir()
         before = _export(BASE_REV, tmp / "before")
         if before is not None:
             port = _free_port()
             argv, menv = _mlfn(before, fns, env, port)
-            with _server(argv, menv, tmp, port):
-                rows.append((f"mlfn serve, before ({BASE_REV})", _measure(port, seconds)))
+            with _server(argv, menv, tmp, port) as pid:
+                rows.append((f"mlfn serve, before ({BASE_REV})", _measure(port, pid, seconds)))
 
         port = _free_port()
         argv, menv = _mlfn(REPO, fns, env, port)
         menv["MLFN_WORKERS"] = str(workers)
-        with _server(argv, menv, tmp, port):
-            rows.append((f"mlfn serve, {workers} workers", _measure(port, seconds)))
+        with _server(argv, menv, tmp, port) as pid:
+            rows.append((f"mlfn serve, {workers} workers", _measure(port, pid, seconds)))
     print(f"no-op CloudEvent function, binary mode; load: {generator()}; {seconds:g}s a cell")
     print(_table(rows))
     print(_targets(rows, workers))
 
 
-def _table(rows: list[tuple[str, dict[int, LoadResult]]]) -> str:
-    head = f"{'server':34} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+def _table(rows: list[tuple[str, dict[int, Cell]]]) -> str:
+    head = (
+        f"{'server':34} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'CPU us/req':>10}"
+    )
     lines = [head, "-" * len(head)]
     for c in CONCURRENCY:
         for name, cells in rows:
-            r = cells[c]
+            r, cpu = cells[c].load, cells[c].cpu_us
             lines.append(
-                f"{name:34} {c:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>6}"
+                f"{name:34} {c:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+                f"{r.errors:>6} {cpu:>10.0f}"
             )
     return "\n".join(lines)
 
 
-def _targets(rows: list[tuple[str, dict[int, LoadResult]]], workers: int) -> str:
+def _targets(rows: list[tuple[str, dict[int, Cell]]], workers: int) -> str:
     cells = dict(rows)
     ours = cells[f"mlfn serve, {workers} workers"]
     base = cells["functions-framework, 2 workers"]
@@ -196,7 +220,7 @@ def _targets(rows: list[tuple[str, dict[int, LoadResult]]], workers: int) -> str
     if before is None:
         out.append("target: concurrency 1 p50 vs before: not measured (git could not export it)")
     else:
-        p, q = ours[1].p50_ms, before[1].p50_ms
+        p, q = ours[1].load.p50_ms, before[1].load.p50_ms
         ok = p <= q * 1.10
         out.append(
             f"target: concurrency 1 p50 {p:.2f} ms vs {q:.2f} ms before (no worse, 10 % "

@@ -119,6 +119,19 @@ def gunicorn_options(
     }
 
 
+def _share_native_threads(workers: int) -> None:
+    """Split the CPUs between the workers' native thread pools (BLAS, OpenMP).
+
+    Each would start one thread per CPU: N workers would run N times too many threads
+    for the cores, and a 64-row prediction would wait on its own threads' contention.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; without it, no limit
+        return
+    threadpool_limits(max(1, available_cpus() // workers))
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def __init__(self, options: dict[str, Any], factory: Any) -> None:
         self._options = options
@@ -143,6 +156,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> App:  # in the worker, after the fork
         if self._fleet is not None:
             self._fleet.join()
+            _share_native_threads(self._fleet.workers)
         self._app = self._factory(self._fleet)
         return self._app
 
