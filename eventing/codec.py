@@ -11,6 +11,7 @@ Transports see plain values: :class:`HttpMessage` (headers + body) and
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -208,8 +209,39 @@ def from_http_batch(body: bytes) -> list[CloudEvent]:
 
 
 def to_http_binary(event: CloudEvent) -> HttpMessage:
+    attrs = event.get_attributes()
+    if (
+        attrs.get("specversion") == "1.0"
+        and "data" not in attrs
+        and "extensions" not in attrs
+        and all(v is not None for v in attrs.values())
+    ):
+        return _to_binary_v1(attrs, event.get_data())
     headers, body = to_binary(event)
     return HttpMessage(dict(headers), _as_bytes(body))
+
+
+def _to_binary_v1(attrs: Mapping[str, Any], data: Any) -> HttpMessage:
+    """Binary mode, spec 1.0: what the SDK's ``to_binary`` gives, at a fraction of its cost.
+
+    Every event a dispatcher delivers is encoded this way (pinned by a parity test):
+    ``datacontenttype`` is ``Content-Type``, every other attribute a ``ce-*`` header; the
+    data is JSON-encoded when it can be, and sent as it is otherwise (bytes).
+    """
+    headers: dict[str, Any] = {}
+    ctype = attrs.get("datacontenttype")
+    if ctype:
+        headers["content-type"] = ctype
+    for k, v in attrs.items():
+        if k != "datacontenttype":
+            headers["ce-" + k] = v
+    if data is None:
+        return HttpMessage(headers, b"")
+    try:
+        body = json.dumps(data).encode()
+    except TypeError:
+        body = _as_bytes(data)
+    return HttpMessage(headers, body)
 
 
 def to_http_structured(event: CloudEvent) -> HttpMessage:
@@ -218,8 +250,29 @@ def to_http_structured(event: CloudEvent) -> HttpMessage:
 
 
 def to_http_batch(events: Iterable[CloudEvent]) -> HttpMessage:
-    body = json.dumps([event_to_dict(e) for e in events]).encode()
+    body = json.dumps([_structured(e) for e in events]).encode()
     return HttpMessage({"content-type": BATCH_CONTENT_TYPE}, body)
+
+
+def _structured(event: CloudEvent) -> dict[str, Any]:
+    """The structured-mode object of a spec 1.0 event, without the SDK's JSON round trip
+    (same JSON, pinned by a parity test); other events go through :func:`event_to_dict`."""
+    attrs = event.get_attributes()
+    if (
+        attrs.get("specversion") != "1.0"
+        or "data" in attrs
+        or "data_base64" in attrs
+        or "extensions" in attrs
+        or any(v is None for v in attrs.values())
+    ):
+        return event_to_dict(event)
+    obj = dict(attrs)
+    data = event.get_data()
+    if isinstance(data, bytes | bytearray | memoryview):
+        obj["data_base64"] = base64.b64encode(data).decode("ascii")
+    elif data is not None:
+        obj["data"] = data
+    return obj
 
 
 def _as_bytes(body: Any) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from cloudevents.http import from_http
 
@@ -30,3 +32,31 @@ def test_same_event_as_the_sdk(headers: dict[str, str], body: bytes) -> None:
         sdk["time"] = ours["time"]
     assert codec.attributes(ours) == codec.attributes(sdk)
     assert ours.get_data() == sdk.get_data()
+
+
+ENCODE: list[tuple[dict[str, Any], Any]] = [
+    ({"datacontenttype": "application/json"}, {"a": [1, 2.5, None]}),
+    ({}, None),
+    ({"subject": "s", "myext": 7, "partitionkey": "k"}, "text data"),
+    ({"datacontenttype": "application/octet-stream"}, b"\xff\x00raw"),
+    ({"time": "2024-01-01T00:00:00Z"}, [1, 2]),
+]
+
+
+@pytest.mark.parametrize(("extra", "data"), ENCODE)
+def test_binary_encoding_matches_the_sdk(extra: dict[str, Any], data: Any) -> None:
+    from cloudevents.conversion import to_binary
+
+    ev = codec.CloudEvent({"id": "1", "source": "/s", "type": "t", **extra}, data)
+    ours = codec.to_http_binary(ev)
+    headers, body = to_binary(ev)
+    assert ours.headers == dict(headers)
+    assert ours.body == (body.encode() if isinstance(body, str) else bytes(body or b""))
+
+
+@pytest.mark.parametrize(("extra", "data"), ENCODE)
+def test_batch_encoding_matches_the_sdk(extra: dict[str, Any], data: Any) -> None:
+    import json
+
+    ev = codec.CloudEvent({"id": "1", "source": "/s", "type": "t", **extra}, data)
+    assert json.loads(codec.to_http_batch([ev, ev]).body) == [codec.event_to_dict(ev)] * 2
