@@ -289,14 +289,14 @@ def _ingest(n: int = 2000) -> float:
     """Rows/s stored by the ``retrain`` function, one binary-mode CloudEvent per row."""
     import os
 
-    from eventing import codec
+    from runtime import events as codec
     from runtime.registry import discover
     from runtime.server import Request, create_app
-    from runtime.settings import Settings
+    from runtime.settings import RuntimeSettings
 
     with tempfile.TemporaryDirectory(prefix="mlfn-bench-ingest-") as home:
-        settings = Settings(home=Path(home), log_level="WARNING")
-        os.environ["MLFN_HOME"] = home
+        os.environ["MLFN_HOME"] = home  # the benchmark is an entry point: settings from env
+        settings = RuntimeSettings()
         app = create_app(discover("functions").get("retrain"), settings)
         try:
             if not app.wait_ready(120):

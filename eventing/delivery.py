@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httptools
 import urllib3
 
-from eventing.codec import HttpMessage
+from runtime.events import HttpMessage
 from runtime.spec import Delivery
 
 __all__ = ["HttpSender", "Outcome", "Response", "deliver", "http_target", "is_retryable"]

@@ -28,8 +28,8 @@ from typing import Any
 
 import httptools
 
-from eventing.codec import HttpMessage
 from eventing.delivery import Response
+from runtime.events import HttpMessage
 
 __all__ = ["AsyncPoster", "Target"]
 

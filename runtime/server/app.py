@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.function import Function
 from runtime.logs import request_context
@@ -25,7 +25,10 @@ from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
 from runtime.server.fleet import WATCH_SECONDS, Fleet, SharedLimiter
 from runtime.server.limits import ConcurrencyLimiter
 from runtime.server.metrics import CONTENT_TYPE, Metrics
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["App", "Request", "Response", "create_app"]
 
@@ -88,10 +91,10 @@ class Response:
         return json.loads(self.body)
 
 
-ModelOpener = Callable[[Function, Settings], ModelSource | None]
+ModelOpener = Callable[[Function, RuntimeSettings], ModelSource | None]
 
 
-def _open_model(function: Function, settings: Settings) -> ModelSource | None:
+def _open_model(function: Function, settings: RuntimeSettings) -> ModelSource | None:
     if function.spec.model is None:
         return None
     from runtime.models import open_model  # heavy (scikit-learn): loaded in the background
@@ -106,10 +109,10 @@ class App:
     def __init__(
         self,
         function: Function,
-        settings: Settings,
+        settings: RuntimeSettings,
         *,
         model_opener: ModelOpener = _open_model,
-        batching: bool = True,
+        emitters: EmitterFactory | None = None,
         started_at: float | None = None,
         fleet: Fleet | None = None,
     ) -> None:
@@ -122,14 +125,15 @@ class App:
 
             expose(self.metrics.registry)
         self.metrics.phase("imports_done")
-        self.dispatcher = Dispatcher(function, settings, self.metrics, batching=batching)
+        self.dispatcher = Dispatcher(function, settings, self.metrics, emitters=emitters)
         # one of several worker processes: the limit, readiness and swaps are the fleet's
         self.fleet = fleet
         limit = function.spec.scaling.container_concurrency
+        server = settings.server
         self.limiter: ConcurrencyLimiter | SharedLimiter = (
-            ConcurrencyLimiter(limit, settings.queue_depth, settings.queue_timeout_seconds)
+            ConcurrencyLimiter(limit, server.queue_depth, server.queue_timeout_seconds)
             if fleet is None
-            else fleet.limiter(limit, settings.queue_depth, settings.queue_timeout_seconds)
+            else fleet.limiter(limit, server.queue_depth, server.queue_timeout_seconds)
         )
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
@@ -141,7 +145,7 @@ class App:
         if self.spec.kind == "http":
             from runtime.server.plain import flask_app
 
-            self._flask = flask_app(function, settings.max_body_bytes)
+            self._flask = flask_app(function, settings.server.max_body_bytes)
         self._alias = f"/{function.name}"
 
     # --- lifecycle --------------------------------------------------------------------
@@ -268,7 +272,7 @@ class App:
         return resp
 
     def _read_body(self, environ: Mapping[str, Any]) -> bytes:
-        limit = self.settings.max_body_bytes
+        limit = self.settings.server.max_body_bytes
         length = environ.get("CONTENT_LENGTH")
         stream = environ["wsgi.input"]
         if length:
@@ -289,7 +293,7 @@ class App:
     def _too_large(self, n: int | None) -> str:
         size = f"{n} bytes" if n is not None else "the body"
         return (
-            f"{size} is over the limit of {self.settings.max_body_bytes} bytes; "
+            f"{size} is over the limit of {self.settings.server.max_body_bytes} bytes; "
             "send smaller requests or raise MLFN_MAX_BODY_BYTES"
         )
 
@@ -345,7 +349,7 @@ class App:
         with request_context(rid):
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
-                if length > self.settings.max_body_bytes:
+                if length > self.settings.server.max_body_bytes:
                     raise e.PayloadTooLarge(self._too_large(length))
                 with self.limiter.slot():
                     body = b"".join(self._flask(environ, capture))
@@ -496,10 +500,10 @@ def _json(obj: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
 
 def create_app(
     function: Function,
-    settings: Settings,
+    settings: RuntimeSettings,
     *,
     model_opener: ModelOpener = _open_model,
-    batching: bool = True,
+    emitters: EmitterFactory | None = None,
     start: bool = True,
     started_at: float | None = None,
     fleet: Fleet | None = None,
@@ -515,8 +519,8 @@ def create_app(
 
     Example:
         >>> from runtime.registry import discover
-        >>> from runtime.settings import Settings
-        >>> app = create_app(discover("functions").get("predict"), Settings())  # doctest: +SKIP
+        >>> from runtime.settings import RuntimeSettings
+        >>> app = create_app(discover("functions").get("predict"), RuntimeSettings())  # doctest: +SKIP
         >>> app.wait_ready(30)  # doctest: +SKIP
         True
     """
@@ -524,7 +528,7 @@ def create_app(
         function,
         settings,
         model_opener=model_opener,
-        batching=batching,
+        emitters=emitters,
         started_at=started_at,
         fleet=fleet,
     )

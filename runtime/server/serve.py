@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
@@ -34,7 +34,10 @@ from runtime.function import Function
 from runtime.server.app import App, create_app
 from runtime.server.fleet import Fleet
 from runtime.server.metrics import process_start_time
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["available_cpus", "gunicorn_options", "run", "worker_class", "worker_count"]
 
@@ -72,7 +75,7 @@ def available_cpus(cgroup: Path = _CGROUP) -> int:
     return max(1, cpus)
 
 
-def worker_count(function: Function, settings: Settings) -> int:
+def worker_count(function: Function, settings: RuntimeSettings) -> int:
     """Worker processes for ``function``: ``MLFN_WORKERS``, else one per CPU.
 
     A function with a retrain policy gets one: its retrain loop (row counts, single-flight
@@ -80,7 +83,7 @@ def worker_count(function: Function, settings: Settings) -> int:
     """
     if function.spec.retrain is not None:
         return 1
-    return settings.workers or available_cpus()
+    return settings.server.workers or available_cpus()
 
 
 def worker_class(function: Function) -> str:
@@ -95,16 +98,16 @@ def worker_class(function: Function) -> str:
 
 
 def gunicorn_options(
-    function: Function, settings: Settings, host: str, port: int
+    function: Function, settings: RuntimeSettings, host: str, port: int
 ) -> dict[str, Any]:
     """The gunicorn settings ``run`` uses (pure; printed by tests and docs)."""
     return {
         "bind": f"{host}:{port}",
         "workers": worker_count(function, settings),
         "worker_class": worker_class(function),
-        "threads": settings.threads,
+        "threads": settings.server.threads,
         "worker_connections": 1000,
-        "graceful_timeout": math.ceil(settings.drain_seconds),
+        "graceful_timeout": math.ceil(settings.server.drain_seconds),
         "timeout": max(30, function.spec.timeout_seconds),
         "keepalive": 75,
         "backlog": 2048,
@@ -175,26 +178,27 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 def run(
     function: Function,
-    settings: Settings,
+    settings: RuntimeSettings,
     port: int = 8080,
     host: str = "127.0.0.1",
     *,
-    batching: bool = True,
+    emitters: EmitterFactory | None = None,
     started_at: float | None = None,
 ) -> None:
     """Serve ``function`` until SIGTERM/SIGINT; returns after a graceful drain.
 
     The app (and its model) is created in the worker process, after gunicorn forks.
-    ``port=0`` binds a free port (read it from the log line or the socket).
+    ``port=0`` binds a free port (read it from the log line or the socket). ``emitters``
+    are where a retrain function's announcements go (see :mod:`runtime.retraining.emit`).
 
     Example:
         >>> from runtime.registry import discover
-        >>> run(discover("functions").get("predict"), Settings(), port=8080)  # doctest: +SKIP
+        >>> run(discover("functions").get("predict"), RuntimeSettings(), port=8080)  # doctest: +SKIP
     """
     started = started_at if started_at is not None else process_start_time()
     options = gunicorn_options(function, settings, host, port)
 
     def factory(fleet: Fleet | None) -> App:
-        return create_app(function, settings, batching=batching, started_at=started, fleet=fleet)
+        return create_app(function, settings, emitters=emitters, started_at=started, fleet=fleet)
 
     _Gunicorn(options, factory).run()

@@ -194,7 +194,7 @@ def serve_connection(
     app: App, sock: socket.socket, tracker: Any, *, keepalive_s: float = 75.0
 ) -> None:
     """Answer the requests of one connection until it closes (or the worker stops)."""
-    msg = _Message(app.settings.max_body_bytes)
+    msg = _Message(app.settings.server.max_body_bytes)
     parser = httptools.HttpRequestParser(msg)
     msg.parser = parser
     sock.settimeout(keepalive_s)

@@ -120,13 +120,13 @@ class _Model:
 def test_a_swap_announced_by_another_worker_reaches_this_one() -> None:
     from runtime.registry import discover
     from runtime.server import create_app
-    from runtime.settings import Settings
+    from runtime.settings import RuntimeSettings
 
     fn = discover("tests.runtime.userfns.echo_inference").get("summer")
     fleet = Fleet(workers=1)
     fleet.join()
     model = _Model()
-    app = create_app(fn, Settings(), model_opener=lambda f, s: model, fleet=fleet)
+    app = create_app(fn, RuntimeSettings(), model_opener=lambda f, s: model, fleet=fleet)
     try:
         assert app.wait_ready(10) and app.ready
         assert model.refreshed == 0

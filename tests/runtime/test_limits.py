@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import create_app
 from runtime.server.errors import Overloaded
 from runtime.server.limits import ConcurrencyLimiter
-from runtime.settings import Settings
 from tests.fixtures.servers import InProcessServer
 from tests.fixtures.servers import wait_for_server as wait_for
 from tests.runtime.userfns import gated
@@ -25,7 +25,7 @@ def _server(start: Callable[[Any], InProcessServer], **settings: Any) -> InProce
     gated.GATE = threading.Event()  # fresh gate and counter for each test
     gated.ENTERED = threading.Semaphore(0)
     fn = discover("tests.runtime.userfns.gated").get("gated")
-    app = create_app(fn, Settings(**settings))
+    app = create_app(fn, Settings().updated(server=settings))
     assert app.wait_ready(5)
     return start(app)
 

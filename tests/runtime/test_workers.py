@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventing import codec
+from runtime import events as codec
 from tests.fixtures.servers import Reply, ServerProcess
 from tests.fixtures.waiting import wait_for
 

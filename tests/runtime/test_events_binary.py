@@ -1,4 +1,4 @@
-"""The binary-mode decoder gives what the CloudEvents SDK's ``from_http`` gives."""
+"""The HTTP binding's fast paths give what the CloudEvents SDK gives (binary, batch)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from cloudevents.http import from_http
 
-from eventing import codec
+from runtime import events as codec
 
 pytestmark = pytest.mark.unit
 
