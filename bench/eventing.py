@@ -237,10 +237,15 @@ def main() -> None:
     )
     per_event = max(r for n, r in rows[1:3])
     print(f"\n{'ingest through retrain':48} {'rows/s':>10}")
-    print(f"{'SQLite dataset store, per event':48} {ingest:>10,.0f}")
-    print(f"{'PostgreSQL dataset store':48} {'n/a':>10}  (not in this checkout)")
-    ok = "met" if ingest >= per_event else "MISSED"
-    print(f"target: ingest at least the per-event delivery rate ({per_event:,.0f}/s): {ok}")
+    alone, together = ingest
+    print(f"{'SQLite, one event at a time':48} {alone:>10,.0f}")
+    print(f"{'SQLite, 32 events in flight (as delivered)':48} {together:>10,.0f}")
+    print(f"{'PostgreSQL':48} {'n/a':>10}  (not in this checkout)")
+    ok = "met" if together >= per_event else "MISSED"
+    print(
+        f"target: ingest with events in flight at least the per-event delivery rate "
+        f"({per_event:,.0f}/s): {ok}"
+    )
 
 
 def _latency(bootstrap: str, sink: str, sink_port: int) -> tuple[float, float]:
@@ -285,9 +290,11 @@ def _latency(bootstrap: str, sink: str, sink_port: int) -> tuple[float, float]:
     return float(stats["p50_ms"]), float(stats["p99_ms"])
 
 
-def _ingest(n: int = 2000) -> float:
-    """Rows/s stored by the ``retrain`` function, one binary-mode CloudEvent per row."""
+def _ingest(n: int = 4000) -> tuple[float, float]:
+    """Rows/s stored by the ``retrain`` function, one binary-mode CloudEvent per row:
+    one request at a time, and 32 at once."""
     import os
+    from concurrent.futures import ThreadPoolExecutor
 
     from runtime import events as codec
     from runtime.registry import discover
@@ -312,12 +319,23 @@ def _ingest(n: int = 2000) -> float:
                 msg = codec.to_http_binary(ev)
                 headers = {k.lower(): str(v) for k, v in msg.headers.items()}
                 requests.append(Request("POST", "/", headers, msg.body))
-            t0 = time.perf_counter()
-            for req in requests:
+
+            def one(req: Request) -> None:
                 r = app.handle(req)
                 if r.status >= 300:
                     raise RuntimeError(f"retrain answered {r.status}: {r.body[:200]!r}")
-            return n / (time.perf_counter() - t0)
+
+            half = n // 2
+            t0 = time.perf_counter()
+            for req in requests[:half]:
+                one(req)
+            alone = half / (time.perf_counter() - t0)
+            # as a dispatcher delivers (unordered: many requests in flight at once)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(32) as pool:
+                list(pool.map(one, requests[half:]))
+            together = (n - half) / (time.perf_counter() - t0)
+            return alone, together
         finally:
             app.close()
 
