@@ -21,8 +21,12 @@ Semantics (Knative's, plus durable retry state and batching):
   config's ``extensions`` (a KafkaSource's ``ceOverrides``), before filters see it.
 
 Threads: one consumer thread owns the Kafka consumer (poll, commit, pause); rebalance
-callbacks run on kafka-python's IO thread during a poll and only swap lanes; a pool of
-delivery threads runs the HTTP requests. Lanes (one per partition) hold the records
+callbacks run on kafka-python's IO thread during a poll and only swap lanes; the first
+attempt of each delivery to an ``http://`` sink runs on one asyncio loop thread
+(:mod:`eventing.fastpath`: keep-alive connections, no thread per request), and what
+that attempt does not settle (a failure to retry, a reply to produce, a dead letter,
+a malformed or filtered record) runs on a pool of delivery threads, with that first
+response. Lanes (one per partition) hold the records
 between them, under one lock. A rebalance drops every lane: a partition that moves is
 read by its new owner from the committed offset, one that stays is read again from its
 first unfinished offset, and retry counts are loaded before either delivers.
@@ -38,12 +42,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from eventing import codec
 from eventing._kafka import TP, Consumed, Consumer, Producer
-from eventing.delivery import HttpSender, Response, deliver
+from eventing.delivery import HttpSender, Response, deliver, http_target
 from eventing.errors import KafkaUnavailableError, MalformedRecordError
+from eventing.fastpath import AsyncPoster
 from eventing.filters import Predicate
 from eventing.lanes import Lane
 from eventing.records import (
@@ -128,6 +133,8 @@ class Dispatcher:
         self._state: RetryState = MemoryRetryState()
         self._pool: ThreadPoolExecutor | None = None
         self._sender = HttpSender(pool_size=max(8, config.workers))
+        self._target = http_target(config.sink)
+        self._fast: AsyncPoster | None = None
         self.error: BaseException | None = None
         self.stop_requested = False
         self.unfinished = 0
@@ -155,6 +162,8 @@ class Dispatcher:
             session_timeout_ms=cfg.session_timeout_ms,
         )
         self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix=f"deliver-{cfg.name}")
+        if self._target is not None:
+            self._fast = AsyncPoster(f"deliver-fast-{cfg.name}").start()
         self._thread = threading.Thread(target=self._run, name=f"dispatch-{cfg.name}", daemon=True)
         self._thread.start()
         log.info(
@@ -272,6 +281,8 @@ class Dispatcher:
             log.exception("dispatcher loop failed", extra={"dispatcher": self.config.name})
         finally:
             self._stop.set()
+            if self._fast is not None:
+                self._fast.close()  # first attempts in flight stay uncommitted
             self._pool.shutdown(wait=True, cancel_futures=True)
             with self._lock:
                 self.unfinished = sum(len(ln.order) for ln in self._lanes.values())
@@ -367,13 +378,79 @@ class Dispatcher:
     # --- delivery threads ----------------------------------------------------------
 
     def _submit(self, jobs: list[tuple[Lane, list[Consumed]]]) -> None:
-        assert self._pool is not None
+        if self._stop.is_set():
+            return  # shutting down: uncommitted records are read again by the next owner
+        fast = []
         for lane, records in jobs:
+            first = self._first_attempt(lane, records) if self._fast is not None else None
+            if first is not None:
+                fast.append(first)
+            else:
+                self._to_pool(lane, records, None)
+        if fast:
+            assert self._fast is not None
             try:
-                fut = self._pool.submit(self._process, lane, records)
+                self._fast.post_many(fast)
             except RuntimeError:
-                return  # shutting down: uncommitted records are read again by the next owner
-            fut.add_done_callback(partial(self._finished, lane, records))
+                return  # stopping
+            except ValueError:  # a header no HTTP request can carry: the threads say why
+                for _, _, _, done in fast:
+                    self._to_pool(done.args[0], done.args[1], None)
+
+    def _to_pool(self, lane: Lane, records: list[Consumed], answered: Response | None) -> None:
+        assert self._pool is not None
+        try:
+            fut = self._pool.submit(self._process, lane, records, answered)
+        except RuntimeError:
+            return  # shutting down: uncommitted records are read again by the next owner
+        fut.add_done_callback(partial(self._finished, lane, records))
+
+    def _first_attempt(self, lane: Lane, records: list[Consumed]) -> Any:
+        """The first attempt for the loop thread, or None when the threads take the job:
+        a malformed or filtered record, or failures counted before a restart."""
+        cfg = self.config
+        ready: list[tuple[Consumed, CloudEvent]] = []
+        for c in records:
+            origin = RecordOrigin(
+                cfg.namespace, cfg.name, c.topic, c.partition, c.offset, c.timestamp_ms
+            )
+            try:
+                ev = record_to_event(
+                    c.record, origin, max_bytes=cfg.max_record_bytes, wrap=cfg.kind == "source"
+                )
+            except MalformedRecordError:
+                return None
+            if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
+                return None
+            ready.append((c, ev))
+        first = ready[0][0]
+        if self._state.failures(f"{first.topic}/{first.partition}/{first.offset}"):
+            return None
+        msg = (
+            events.to_http_batch([ev for _, ev in ready])
+            if cfg.batch
+            else events.to_http_binary(ready[0][1])
+        )
+        timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
+        done = partial(self._first_done, lane, records, len(ready), first.timestamp_ms)
+        return (self._target, msg, timeout, done)
+
+    def _first_done(
+        self, lane: Lane, records: list[Consumed], n: int, timestamp_ms: int, r: Response
+    ) -> None:
+        """On the loop thread: a 2xx without a reply settles the job; the rest go on."""
+        if not r.ok or (r.body and events.is_cloudevent_http(r.headers)):
+            self._to_pool(lane, records, r)  # retries, replies, dead letters: one code path
+            return
+        self.stats.add("delivered", n)
+        self.stats.observe_latency(max(0.0, time.time() * 1000 - timestamp_ms) / 1000, n)
+        with self._lock:
+            if self._lanes.get(lane.tp) is not lane:
+                return  # revoked meanwhile
+            lane.inflight -= 1
+            lane.mark_done([c.offset for c in records])
+            jobs = [(lane, j) for j in lane.take(self.config.batch, time.monotonic())]
+        self._submit(jobs)
 
     def _finished(self, lane: Lane, records: list[Consumed], fut: Future[bool]) -> None:
         if fut.cancelled():
@@ -415,8 +492,13 @@ class Dispatcher:
 
         return wait
 
-    def _process(self, lane: Lane, records: list[Consumed]) -> bool:
-        """Deliver ``records`` (one, or a batch of one partition); False when abandoned."""
+    def _process(
+        self, lane: Lane, records: list[Consumed], answered: Response | None = None
+    ) -> bool:
+        """Deliver ``records`` (one, or a batch of one partition); False when abandoned.
+
+        ``answered``: the response of a first attempt already made (on the loop thread).
+        """
         cfg = self.config
         wait = self._waiter(lane)
         ready: list[tuple[Consumed, CloudEvent]] = []
@@ -486,8 +568,13 @@ class Dispatcher:
             self._state.record(key, n)
             self.stats.add("retried")
 
+        made = [answered] if answered is not None else []
+
+        def send() -> Response:
+            return made.pop() if made else self._sender.post(cfg.sink, msg, timeout)
+
         outcome = deliver(
-            lambda: self._sender.post(cfg.sink, msg, timeout),
+            send,
             cfg.delivery,
             failures_before=self._state.failures(key),
             record_failure=failed,

@@ -85,7 +85,12 @@ class ZygoteClient:
             limit=1 << 20,
         )
         config = {
-            "settings": self.settings.model_dump(mode="json"),
+            # one worker process per instance: the local autoscaler adds instances for
+            # load (it counts each as one replica, as Knative counts pods), and a fork of
+            # N more workers would add their start-up to every cold start
+            "settings": self.settings.model_copy(
+                update={"server": self.settings.server.model_copy(update={"workers": 1})}
+            ).model_dump(mode="json"),
             "server": self.settings.platform.server,
             "preload": [m.strip() for m in self.settings.platform.preload.split(",") if m.strip()],
             "host": "127.0.0.1",

@@ -10,6 +10,7 @@ a :class:`CodecError` (a ``ValueError``) whose message says what was wrong.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import urllib.parse
@@ -146,10 +147,37 @@ def from_http_message(headers: Mapping[str, str], body: bytes) -> CloudEvent:
                 "binary-mode CloudEvent is missing header(s): "
                 + ", ".join(f"ce-{a}" for a in missing)
             )
+        if h["ce-specversion"] == "1.0" and "ce-data" not in h and "ce-extensions" not in h:
+            return _from_binary_v1(h, body)
     try:
         return from_http(h, body)
     except ce_errors.GenericException as err:
         raise CodecError(f"invalid CloudEvent: {err}") from err
+
+
+def _from_binary_v1(h: Mapping[str, str], body: bytes) -> CloudEvent:
+    """Binary mode, spec 1.0: what the SDK's ``from_http`` returns, at a fifth of its cost.
+
+    Every event a dispatcher delivers comes this way, so this is the server's hot path.
+    Same result (pinned by a parity test): ``ce-*`` headers are the attributes,
+    ``Content-Type`` is ``datacontenttype``, a JSON body is decoded and any other body
+    is kept as it came; an empty body is no data.
+    """
+    attrs: dict[str, Any] = {}
+    for k, v in h.items():
+        if k.startswith("ce-"):
+            attrs[k[3:]] = v
+        elif k == "content-type":
+            attrs["datacontenttype"] = v
+    data: Any = None
+    if body:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            data = body
+        if data == "":
+            data = None  # as the SDK does
+    return CloudEvent(attrs, data)
 
 
 def from_http_batch(body: bytes) -> list[CloudEvent]:
@@ -191,9 +219,41 @@ def _unquote_header(name: str, value: str) -> str:
 
 def to_http_binary(event: CloudEvent) -> HttpMessage:
     """Encode in binary mode; ``ce-*`` values are percent-encoded where the spec says so."""
+    attrs = event.get_attributes()
+    if (
+        attrs.get("specversion") == "1.0"
+        and "data" not in attrs
+        and "extensions" not in attrs
+        and all(v is not None for v in attrs.values())
+    ):
+        return _to_binary_v1(attrs, event.get_data())
     headers, body = to_binary(event)
     out = {k: _quote_header(v) if k.startswith("ce-") else v for k, v in headers.items()}
     return HttpMessage(out, as_bytes(body))
+
+
+def _to_binary_v1(attrs: Mapping[str, Any], data: Any) -> HttpMessage:
+    """Binary mode, spec 1.0: what the SDK's ``to_binary`` gives, at a fraction of its cost.
+
+    Every event a dispatcher delivers is encoded this way (pinned by a parity test):
+    ``datacontenttype`` is ``Content-Type``, every other attribute a ``ce-*`` header
+    (percent-encoded where the spec says so); the
+    data is JSON-encoded when it can be, and sent as it is otherwise (bytes).
+    """
+    headers: dict[str, Any] = {}
+    ctype = attrs.get("datacontenttype")
+    if ctype:
+        headers["content-type"] = ctype
+    for k, v in attrs.items():
+        if k != "datacontenttype":
+            headers["ce-" + k] = _quote_header(v) if isinstance(v, str) else v
+    if data is None:
+        return HttpMessage(headers, b"")
+    try:
+        body = json.dumps(data).encode()
+    except TypeError:
+        body = as_bytes(data)
+    return HttpMessage(headers, body)
 
 
 def to_http_structured(event: CloudEvent) -> HttpMessage:
@@ -202,8 +262,29 @@ def to_http_structured(event: CloudEvent) -> HttpMessage:
 
 
 def to_http_batch(events: Iterable[CloudEvent]) -> HttpMessage:
-    body = json.dumps([event_to_dict(e) for e in events]).encode()
+    body = json.dumps([_structured(e) for e in events]).encode()
     return HttpMessage({"content-type": BATCH_CONTENT_TYPE}, body)
+
+
+def _structured(event: CloudEvent) -> dict[str, Any]:
+    """The structured-mode object of a spec 1.0 event, without the SDK's JSON round trip
+    (same JSON, pinned by a parity test); other events go through :func:`event_to_dict`."""
+    attrs = event.get_attributes()
+    if (
+        attrs.get("specversion") != "1.0"
+        or "data" in attrs
+        or "data_base64" in attrs
+        or "extensions" in attrs
+        or any(v is None for v in attrs.values())
+    ):
+        return event_to_dict(event)
+    obj = dict(attrs)
+    data = event.get_data()
+    if isinstance(data, bytes | bytearray | memoryview):
+        obj["data_base64"] = base64.b64encode(data).decode("ascii")
+    elif data is not None:
+        obj["data"] = data
+    return obj
 
 
 def as_bytes(body: Any) -> bytes:

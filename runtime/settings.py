@@ -100,7 +100,7 @@ class ServerSettings(Section):
     threads: int = Field(
         default=128,
         ge=1,
-        description="server threads of event and plain functions (inference ones run gevent)",
+        description="threads per worker of plain HTTP and retrain functions (the others run gevent)",
     )
     batching: bool = Field(
         default=True, description="honour spec.batching; false: one call per request"
@@ -110,6 +110,12 @@ class ServerSettings(Section):
         ge=0,
         le=65535,
         description="serve the Open Inference Protocol over gRPC on this port too (0: free)",
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="server worker processes of `mlfn serve`; 0: one per CPU the container "
+        "may use (cgroup CPU quota, else the CPU affinity)",
     )
     ready_timeout_seconds: float = Field(
         default=120.0, gt=0, description="how long `mlfn invoke` waits for the model to load"

@@ -23,6 +23,7 @@ from runtime.function import Function
 from runtime.logs import request_context
 from runtime.server import errors as e
 from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
+from runtime.server.fleet import WATCH_SECONDS, Fleet, SharedLimiter
 from runtime.server.limits import ConcurrencyLimiter
 from runtime.server.metrics import CONTENT_TYPE, Metrics
 from runtime.settings import RuntimeSettings
@@ -128,6 +129,7 @@ class App:
         model_opener: ModelOpener = _open_model,
         emitters: EmitterFactory | None = None,
         started_at: float | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.function = function
         self.spec = function.spec
@@ -139,11 +141,16 @@ class App:
             expose(self.metrics.registry)
         self.metrics.phase("imports_done")
         self.dispatcher = Dispatcher(function, settings, self.metrics, emitters=emitters)
-        self.limiter = ConcurrencyLimiter(
-            function.spec.scaling.container_concurrency,
-            settings.server.queue_depth,
-            settings.server.queue_timeout_seconds,
+        # one of several worker processes: the limit, readiness and swaps are the fleet's
+        self.fleet = fleet
+        limit = function.spec.scaling.container_concurrency
+        server = settings.server
+        self.limiter: ConcurrencyLimiter | SharedLimiter = (
+            ConcurrencyLimiter(limit, server.queue_depth, server.queue_timeout_seconds)
+            if fleet is None
+            else fleet.limiter(limit, server.queue_depth, server.queue_timeout_seconds)
         )
+        self._watcher: threading.Thread | None = None
         self.load_error: str | None = None
         self.waiting_on: str | None = None
         self._closing = threading.Event()
@@ -166,7 +173,8 @@ class App:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        """This worker loaded its model, and so did every other worker of the server."""
+        return self._ready.is_set() and (self.fleet is None or self.fleet.all_ready())
 
     def start(self) -> App:
         """Load the model in a background thread; ``/readyz`` turns 200 when done."""
@@ -217,6 +225,13 @@ class App:
             self.load_error = f"loading the model failed: {type(err).__name__}: {err}"
             log.exception("model load failed for %s", self.spec.name)
             return
+        if self.fleet is not None:
+            self.fleet.set_ready()
+            if callable(getattr(self.dispatcher.model, "refresh", None)):
+                self._watcher = threading.Thread(
+                    target=self._watch_swaps, name="mlfn-fleet-watch", daemon=True
+                )
+                self._watcher.start()
         self._ready.set()
         seconds = self.metrics.phase("ready")
         log.info("%s ready %.3fs after process start", self.spec.name, seconds)
@@ -251,6 +266,20 @@ class App:
             except StoreUnavailableError as err:
                 self._store_problem_text = str(err)
         return self._store_problem_text
+
+    def _watch_swaps(self) -> None:
+        """Another worker was told of a new model version: check the store here too."""
+        assert self.fleet is not None
+        seen = self.fleet.generation
+        while not self._closing.wait(WATCH_SECONDS):
+            now = self.fleet.generation
+            if now == seen:
+                continue
+            seen = now
+            try:
+                self.dispatcher.model.refresh()  # type: ignore[union-attr]
+            except Exception as err:  # keep serving the loaded version; the poller retries
+                log.warning("model refresh after a swap in another worker failed: %s", err)
 
     # --- entry points -----------------------------------------------------------------
 
@@ -326,6 +355,17 @@ class App:
             f"{size} is over the limit of {self.settings.server.max_body_bytes} bytes; "
             "send smaller requests or raise MLFN_MAX_BODY_BYTES"
         )
+
+    def error_response(self, err: e.HttpError) -> Response:
+        """The answer to a request refused before routing (it did not parse, or is too
+        large), counted in the metrics like any other."""
+        resp = self._error(err, uuid.uuid4().hex)
+        self.metrics.observe(resp.status, 0.0)
+        return resp
+
+    def crash_response(self, err: BaseException) -> Response:
+        """The 500 for a failure outside the function (logged with an error id)."""
+        return self._crash(err)
 
     def _error(self, err: e.HttpError, error_id: str) -> Response:
         level = logging.WARNING if err.status >= 500 else logging.INFO
@@ -412,7 +452,7 @@ class App:
             if path == "/" or path == self._alias:
                 _allow(req, "POST")
                 if "ce-specversion" in req.headers or ctype.startswith("application/cloudevents"):
-                    return self._run(lambda: _reply(d.model_event(req.headers, req.body)))
+                    return self._run(lambda: self._model_event(req))
                 return self._run(lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
             if path == "/v2" or path.startswith("/v2/"):
                 return self._oip(req, path, ctype)
@@ -432,6 +472,12 @@ class App:
             self._openapi = openapi.document_json(self.function)
         return 200, dict(_JSON), self._openapi
 
+    def _model_event(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        reply = _reply(self.dispatcher.model_event(req.headers, req.body))
+        if self.fleet is not None:
+            self.fleet.announce_swap()  # the other workers check the store too
+        return reply
+
     def _routes(self) -> str:
         base = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "GET /docs"]
         if self.spec.kind == "inference":
@@ -445,6 +491,11 @@ class App:
         if self.ready and problem is None:
             return 200, dict(_JSON), b'{"status":"ready"}'
         reason = problem or self.load_error or self.waiting_on or "loading the function's model"
+        if reason == "loading the function's model" and self._ready.is_set() and self.fleet:
+            reason = (
+                f"{self.fleet.ready_count()} of {self.fleet.workers} worker processes "
+                "have loaded the function's model"
+            )
         return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
 
     def _run(
@@ -535,11 +586,14 @@ def create_app(
     emitters: EmitterFactory | None = None,
     start: bool = True,
     started_at: float | None = None,
+    fleet: Fleet | None = None,
 ) -> App:
     """The WSGI app of ``function``; with ``start`` the model starts loading now.
 
     ``started_at`` (wall-clock seconds) is when the serving process started, for the
-    cold-start metrics; default: this process's start.
+    cold-start metrics; default: this process's start. ``fleet``: the table shared with
+    the other worker processes of the server (see :mod:`runtime.server.fleet`), joined
+    by this process; None for a single process.
 
     Callable in-process (tests, ``mlfn invoke``, a forked instance of the local platform).
 
@@ -551,6 +605,11 @@ def create_app(
         True
     """
     app = App(
-        function, settings, model_opener=model_opener, emitters=emitters, started_at=started_at
+        function,
+        settings,
+        model_opener=model_opener,
+        emitters=emitters,
+        started_at=started_at,
+        fleet=fleet,
     )
     return app.start() if start else app

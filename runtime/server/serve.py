@@ -1,37 +1,100 @@
-"""Serve one function under gunicorn (one worker process), programmatically.
+"""Serve one function under gunicorn: one worker process per CPU, programmatically.
 
-One worker process, so the batcher and the concurrency limit see every request.
-Inference functions run gunicorn's gevent worker: one OS thread, a greenlet per
+One mechanism for every kind of function: gunicorn pre-forks N workers
+(``MLFN_WORKERS``, default :func:`available_cpus`) on one listening socket, and each
+worker builds its own app, model and batcher after the fork. What must hold for the
+server as a whole lives in a shared-memory table made before the fork
+(:mod:`runtime.server.fleet`): the concurrency limit and queue depth stay exact over all
+workers, ``/readyz`` waits for every worker's model, and a model swap reaches them all.
+One worker skips the table (the lean path).
+
+Inference and event functions run gunicorn's gevent worker: one OS thread, a greenlet per
 connection, no hand-off between threads per request, and the batcher's primitives
-cooperative (gevent patches ``threading``). Event and plain functions run the gthread
-worker (``MLFN_THREADS`` threads), so that a long call (training) never stalls
-``/healthz``. SIGTERM stops accepting connections, lets in-flight requests finish
-within ``MLFN_DRAIN_SECONDS`` and exits 0.
+cooperative (gevent patches ``threading``). Plain HTTP functions (Flask user code) and
+functions with a retrain policy (their training runs in a thread beside the server)
+run the gthread worker (``MLFN_THREADS`` threads), so that a long call never stalls
+``/healthz``. A function with a retrain policy runs one worker: its retrain loop is
+single-flight per process, and two processes would train twice.
+
+SIGTERM stops accepting connections, lets in-flight requests finish within
+``MLFN_DRAIN_SECONDS`` and exits 0 (the master forwards it to every worker).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import socket
-import time
-import warnings
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
 from runtime.function import Function
 from runtime.server.app import App, create_app
+from runtime.server.fleet import Fleet
 from runtime.server.metrics import process_start_time
 from runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
     from runtime.retraining.emit import EmitterFactory
 
-__all__ = ["gunicorn_options", "run"]
+__all__ = ["available_cpus", "gunicorn_options", "run", "worker_class", "worker_count"]
 
 log = logging.getLogger("mlfn.server")
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup: Path = _CGROUP) -> int:
+    """The CPUs this process may use: the cgroup CPU quota (rounded up), capped by affinity.
+
+    A container limited to ``cpu: 1500m`` reads 2 (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``/``cpu.cfs_period_us``); without a quota, the CPUs in the
+    affinity mask (``taskset``, cpusets).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota: float | None = None
+    try:
+        text = (cgroup / "cpu.max").read_text().split()
+        if len(text) == 2 and text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, ZeroDivisionError):
+        try:
+            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+            if q > 0 and period > 0:
+                quota = q / period
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def worker_count(function: Function, settings: RuntimeSettings) -> int:
+    """Worker processes for ``function``: ``MLFN_WORKERS``, else one per CPU.
+
+    A function with a retrain policy gets one: its retrain loop (row counts, single-flight
+    training) lives in the process.
+    """
+    if function.spec.retrain is not None:
+        return 1
+    return settings.server.workers or available_cpus()
+
+
+def worker_class(function: Function) -> str:
+    """``gevent`` for inference and event functions; ``gthread`` where a call may run long.
+
+    Plain HTTP functions are arbitrary Flask code, and a retrain function trains in a
+    thread beside the server: under gevent either would stall the worker's event loop.
+    """
+    if function.spec.kind == "http" or function.spec.retrain is not None:
+        return "gthread"
+    return "gevent"
 
 
 def gunicorn_options(
@@ -40,8 +103,8 @@ def gunicorn_options(
     """The gunicorn settings ``run`` uses (pure; printed by tests and docs)."""
     return {
         "bind": f"{host}:{port}",
-        "workers": 1,
-        "worker_class": "gevent" if function.spec.kind == "inference" else "gthread",
+        "workers": worker_count(function, settings),
+        "worker_class": worker_class(function),
         "threads": settings.server.threads,
         "worker_connections": 1000,
         "graceful_timeout": math.ceil(settings.server.drain_seconds),
@@ -59,81 +122,17 @@ def gunicorn_options(
     }
 
 
-# How long a stopping gevent worker keeps idle kept-alive connections open, for a request
-# a client may already be sending (gunicorn's gthread worker lingers 2 s); checked every
-# second, so idle connections close about 2 s after SIGTERM.
-_STOP_KEEPALIVE_LINGER_S = 1.5
+def _share_native_threads(workers: int) -> None:
+    """Split the CPUs between the workers' native thread pools (BLAS, OpenMP).
 
-
-def _gevent_worker() -> type:
-    """gunicorn's gevent worker, but a stopping worker closes idle kept-alive connections.
-
-    gunicorn's own waits for them until ``graceful_timeout``: every scale-down behind a
-    pooling proxy (Knative's queue-proxy) would take the whole drain period. Imported
-    only when used, so gthread servers never load gevent.
+    Each would start one thread per CPU: N workers would run N times too many threads
+    for the cores, and a 64-row prediction would wait on its own threads' contention.
     """
-    import gevent
-    from gunicorn.workers.ggevent import GeventWorker
-
-    class Worker(GeventWorker):  # type: ignore[misc]
-        def init_process(self) -> None:
-            self._waiting: dict[Any, socket.socket] = {}  # greenlet -> its idle connection
-            self._sockets: dict[Any, socket.socket] = {}
-            self._stopping_since: float | None = None
-            # gevent patches ssl after the master imported it (nothing here uses TLS)
-            warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl")
-            super().init_process()
-
-        def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
-            me = gevent.getcurrent()
-            self._sockets[me] = client
-            try:
-                super().handle(listener, client, addr)
-            finally:
-                self._sockets.pop(me, None)
-                self._waiting.pop(me, None)
-
-        def timeout_ctx(self) -> Any:
-            # entered while a connection waits for its next request
-            return _Waiting(self, gevent.Timeout(self.cfg.keepalive, False))
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if self._stopping_since is None:
-                self._stopping_since = time.monotonic()
-            super().handle_exit(sig, frame)
-
-        def notify(self) -> None:  # every second, also while draining
-            super().notify()
-            if self.alive:
-                return
-            now = time.monotonic()
-            if self._stopping_since is None:
-                self._stopping_since = now
-            elif now - self._stopping_since >= _STOP_KEEPALIVE_LINGER_S:
-                for sock in list(self._waiting.values()):
-                    # shut the OS socket (gevent's shutdown would fail the waiting read
-                    # with an error): the read sees EOF, and the connection closes as
-                    # after a client disconnect
-                    with contextlib.suppress(OSError):
-                        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
-
-    class _Waiting:
-        def __init__(self, worker: Worker, timeout: Any) -> None:
-            self.worker = worker
-            self.timeout = timeout
-
-        def __enter__(self) -> None:
-            me = gevent.getcurrent()
-            sock = self.worker._sockets.get(me)
-            if sock is not None:
-                self.worker._waiting[me] = sock
-            self.timeout.__enter__()
-
-        def __exit__(self, *exc: Any) -> bool:
-            self.worker._waiting.pop(gevent.getcurrent(), None)
-            return bool(self.timeout.__exit__(*exc))
-
-    return Worker
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; without it, no limit
+        return
+    threadpool_limits(max(1, available_cpus() // workers))
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -141,19 +140,32 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         self._options = options
         self._factory = factory
         self._app: App | None = None
+        workers = int(options["workers"])
+        # made here, in the master before it forks: every worker maps the same table
+        self._fleet = Fleet(workers) if workers > 1 else None
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self._options.items():
             if key == "worker_class" and value == "gevent":
-                value = _gevent_worker()
+                from runtime.server.worker import worker_class as mlfn_worker
+
+                value = mlfn_worker()
             self.cfg.set(key, value)
         self.cfg.set("worker_exit", self._worker_exit)
         self.cfg.set("when_ready", self._when_ready)
+        self.cfg.set("child_exit", self._child_exit)
 
-    def load(self) -> App:
-        self._app = self._factory()
+    def load(self) -> App:  # in the worker, after the fork
+        if self._fleet is not None:
+            self._fleet.join()
+            _share_native_threads(self._fleet.workers)
+        self._app = self._factory(self._fleet)
         return self._app
+
+    def _child_exit(self, server: Any, worker: Any) -> None:  # in the master
+        if self._fleet is not None:
+            self._fleet.leave(worker.pid)  # a worker killed mid-request leaks no slot
 
     def _when_ready(self, server: Any) -> None:
         urls = ", ".join(str(lst) for lst in server.LISTENERS)
@@ -192,8 +204,8 @@ def run(
     if function.spec.kind != "inference":
         grpc = None
 
-    def factory() -> App:
-        app = create_app(function, settings, emitters=emitters, started_at=started)
+    def factory(fleet: Fleet | None) -> App:
+        app = create_app(function, settings, emitters=emitters, started_at=started, fleet=fleet)
         if grpc is not None:
             from runtime.server.grpc.service import serve_grpc
 

@@ -69,3 +69,27 @@ def test_skipped_duplicates_are_counted_durably(datasets: DatasetStore) -> None:
     assert ds.duplicates() == 2
     datasets.close()
     assert DatasetStore(datasets.root).open("dups").duplicates() == 2  # in the file, not in memory
+
+
+def test_concurrent_appends_commit_together_and_each_counts_its_own(
+    datasets: DatasetStore,
+) -> None:
+    ds = datasets.open("digits")
+    go = threading.Barrier(16)
+    counts: list[int] = []
+
+    def append(i: int) -> None:
+        go.wait()
+        # each thread adds its own row and one that every thread adds: stored once
+        counts.append(ds.append([Row(f"own-{i}", [0.0] * 64, 1), Row("shared", [0.0] * 64, 2)]))
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert ds.count() == 17
+    assert sorted(counts) == [1] * 15 + [2]
+    with pytest.raises(DatasetError, match="empty id"):
+        ds.append([Row("", [0.0] * 64, 1)])
+    assert ds.append([Row("after", [0.0] * 64, 1)]) == 1

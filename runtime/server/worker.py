@@ -1,0 +1,320 @@
+"""mlfn's gunicorn worker: gevent, and a lean HTTP/1.1 loop straight into :meth:`App.handle`.
+
+gunicorn's own gevent worker spends about three quarters of a small request in its
+machinery (its request and WSGI environ objects, proxy-header policy, headers and body
+sent in two system calls) and a quarter in the app. This worker keeps what gunicorn
+does well (the master, pre-forking, signals, heartbeats, the accept loop and the
+graceful stop) and replaces the per-connection loop: ``httptools`` (llhttp, C) parses,
+the app gets a :class:`~runtime.server.app.Request` (no WSGI in between), and the whole
+response leaves in one ``sendall``.
+
+HTTP/1.1 as clients and proxies use it: keep-alive (HTTP/1.0 only when asked),
+pipelining (answered in order), ``Expect: 100-continue``, chunked request bodies, ``HEAD``.
+The body limit (``MLFN_MAX_BODY_BYTES``) is checked from ``Content-Length`` before the
+body is read, and while a chunked one arrives: 413, and the connection closes. A request
+that does not parse gets 400 and the connection closes. Every status still comes from
+:mod:`runtime.server.errors` through the app.
+
+Draining: on SIGTERM gunicorn stops accepting; requests in flight finish (their response
+says ``Connection: close``); a connection idle between requests is closed after
+:data:`STOP_LINGER_S` (a request a client is already sending still gets in), so a
+pooling proxy (Knative's queue-proxy) does not hold the worker for the whole drain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import warnings
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from runtime.server import errors as e
+from runtime.server.app import App, Request, Response
+
+__all__ = ["STOP_LINGER_S", "serve_connection", "worker_class"]
+
+STOP_LINGER_S = 1.5
+"""How long a stopping worker keeps idle kept-alive connections open (checked each second)."""
+
+MAX_HEAD_BYTES = 64 * 1024
+"""The most a request line and headers may take (gunicorn's limits are in this range)."""
+
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    202: "Accepted",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Message:
+    """httptools' callbacks: the requests of one connection, parsed in order."""
+
+    __slots__ = (
+        "body",
+        "complete",
+        "continue_wanted",
+        "head_bytes",
+        "headers",
+        "in_head",
+        "in_message",
+        "limit",
+        "parser",
+        "reject",
+        "size",
+        "url",
+    )
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parser: Any = None
+        self.complete: deque[tuple[Request, bool, bool]] = deque()
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.size = 0
+        self.in_message = False
+        self.in_head = False
+        self.head_bytes = 0
+        self.continue_wanted = False
+        self.reject: e.HttpError | None = None
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+        self.body = []
+        self.size = 0
+        self.head_bytes = 0
+        self.in_message = True
+        self.in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self.headers.get(key)
+        self.headers[key] = text if old is None else f"{old}, {text}"
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self.reject = _HeadTooLarge()
+            return
+        length = self.headers.get("content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                self.reject = e.BadRequest(f"Content-Length {length!r} is not a number")
+                return
+            if n > self.limit:
+                self.reject = e.PayloadTooLarge(_too_large(f"{n} bytes", self.limit))
+                return
+        if self.headers.get("expect", "").lower() == "100-continue":
+            self.continue_wanted = True
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.reject is not None:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.reject = e.PayloadTooLarge(_too_large("the body", self.limit))
+            self.body = []
+            return
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        self.continue_wanted = False
+        if self.reject is not None:
+            return
+        p = self.parser
+        method = p.get_method().decode("latin-1")
+        raw = self.url.split(b"?", 1)[0].decode("latin-1") or "/"
+        path = unquote(raw) if "%" in raw else raw
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        keep = bool(p.should_keep_alive())
+        http10 = p.get_http_version() == "1.0"
+        self.complete.append((Request(method, path, self.headers, body), keep, http10))
+
+
+def _too_large(what: str, limit: int) -> str:
+    return (
+        f"{what} is over the limit of {limit} bytes; "
+        "send smaller requests or raise MLFN_MAX_BODY_BYTES"
+    )
+
+
+def encode(resp: Response, *, keep_alive: bool, http10: bool = False, head: bool = False) -> bytes:
+    """The bytes of one HTTP/1.1 response, headers and body together."""
+    status = resp.status
+    parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"]
+    for k, v in resp.headers.items():
+        if "\n" in v or "\r" in v or "\n" in k or "\r" in k:
+            raise ValueError(f"response header {k!r} contains a line break")
+        parts.append(f"{k}: {v}\r\n")
+    if status != 204 and status != 304:  # they have no body, and say no length
+        parts.append(f"Content-Length: {len(resp.body)}\r\n")
+    if not keep_alive:
+        parts.append("Connection: close\r\n")
+    elif http10:
+        parts.append("Connection: keep-alive\r\n")
+    parts.append("\r\n")
+    head_bytes = "".join(parts).encode("latin-1")
+    return head_bytes if head else head_bytes + resp.body
+
+
+class _Tracker:
+    """What a stopping worker needs to know about connections: which ones are idle."""
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.idle: set[socket.socket] = set()
+
+
+def serve_connection(
+    app: App, sock: socket.socket, tracker: Any, *, keepalive_s: float = 75.0
+) -> None:
+    """Answer the requests of one connection until it closes (or the worker stops)."""
+    msg = _Message(app.settings.server.max_body_bytes)
+    parser = httptools.HttpRequestParser(msg)
+    msg.parser = parser
+    sock.settimeout(keepalive_s)
+    recv, sendall = sock.recv, sock.sendall
+    idle = tracker.idle
+    unparsed = 0
+    while True:
+        waiting = not msg.in_message
+        if waiting:
+            if not tracker.alive:
+                return
+            idle.add(sock)
+        try:
+            data = recv(65536)
+        except (TimeoutError, OSError):
+            return
+        finally:
+            if waiting:
+                idle.discard(sock)
+        if not data:
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            _refuse(app, sendall, e.BadRequest("protocol upgrades are not supported here"))
+            return
+        except httptools.HttpParserError as err:
+            _refuse(app, sendall, e.BadRequest(f"malformed HTTP request: {err}"))
+            return
+        if msg.in_head:  # a head still incomplete: count what it took so far
+            unparsed += len(data)
+            if unparsed > 2 * MAX_HEAD_BYTES:
+                _refuse(app, sendall, _HeadTooLarge())
+                return
+        else:
+            unparsed = 0
+        while msg.complete:
+            req, keep, http10 = msg.complete.popleft()
+            resp = app.handle(req)
+            keep = keep and tracker.alive
+            try:
+                out = encode(resp, keep_alive=keep, http10=http10, head=req.method == "HEAD")
+            except ValueError as err:
+                out = encode(app.crash_response(err), keep_alive=False)
+                keep = False
+            try:
+                sendall(out)
+            except OSError:
+                return
+            if not keep:
+                return
+        if msg.reject is not None:
+            _refuse(app, sendall, msg.reject)
+            return
+        if msg.continue_wanted:
+            msg.continue_wanted = False
+            try:
+                sendall(_CONTINUE)
+            except OSError:
+                return
+
+
+class _HeadTooLarge(e.HttpError):
+    status, code = 431, "headers_too_large"
+
+    def __init__(self) -> None:
+        super().__init__(f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+
+
+def _refuse(app: App, sendall: Any, err: e.HttpError) -> None:
+    """Answer a request that cannot be served (it did not parse, or is too large); close."""
+    with contextlib.suppress(OSError):
+        sendall(encode(app.error_response(err), keep_alive=False))
+
+
+def worker_class() -> type:
+    """The gunicorn worker class (gevent is imported only when a server uses it)."""
+    import gevent
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class MlfnWorker(GeventWorker):  # type: ignore[misc]
+        def init_process(self) -> None:
+            self._tracker = _Tracker()
+            self._stopping_since: float | None = None
+            # gevent patches ssl after the master imported it (nothing here uses TLS)
+            warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl")
+            super().init_process()
+
+        def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+            client.setblocking(True)
+            with contextlib.suppress(OSError):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                serve_connection(self.wsgi, client, self._tracker, keepalive_s=self.cfg.keepalive)
+            except gevent.GreenletExit:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    client.close()
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self._stop_now()
+            super().handle_exit(sig, frame)
+
+        def _stop_now(self) -> None:
+            self._tracker.alive = False
+            if self._stopping_since is None:
+                self._stopping_since = time.monotonic()
+
+        def notify(self) -> None:  # every second, also while draining
+            super().notify()
+            if self.alive:
+                return
+            self._stop_now()
+            assert self._stopping_since is not None
+            if time.monotonic() - self._stopping_since >= STOP_LINGER_S:
+                for sock in list(self._tracker.idle):
+                    # shut the OS socket's read side: the waiting recv sees EOF and the
+                    # connection closes as after a client disconnect
+                    with contextlib.suppress(OSError):
+                        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
+
+    return MlfnWorker
