@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         default=256, ge=0, description="requests that may wait beyond containerConcurrency"
     )
     queue_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_json_depth: int = Field(
+        default=64,
+        ge=1,
+        le=200,  # pydantic's JSON parser stops at about 200 levels with an error of its own
+        description="deepest nesting of arrays and objects a request body may have (else 400)",
+    )
     threads: int = Field(
         default=128,
         ge=1,

@@ -24,6 +24,7 @@ from runtime.server import errors as e
 from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
 from runtime.server.limits import ConcurrencyLimiter
 from runtime.server.metrics import CONTENT_TYPE, Metrics
+from runtime.server.nesting import check_depth
 from runtime.settings import Settings
 
 __all__ = ["App", "Request", "Response", "create_app"]
@@ -345,13 +346,13 @@ class App:
             if path == "/" or path == self._alias:
                 _allow(req, "POST")
                 if "ce-specversion" in req.headers or ctype.startswith("application/cloudevents"):
-                    return self._run(lambda: _reply(d.model_event(req.headers, req.body)))
-                return self._run(lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
+                    return self._run(req, lambda: _reply(d.model_event(req.headers, req.body)))
+                return self._run(req, lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
             if path == "/v2" or path.startswith("/v2/"):
                 return self._oip(req, path, ctype)
         elif self.spec.is_event and path == "/":
             _allow(req, "POST")
-            return self._run(lambda: self._events(req))
+            return self._run(req, lambda: self._events(req))
         if self._flask is not None:  # in-process call of a plain HTTP function
             return self._plain_in_process(req)
         raise e.NotFound(f"no route {path}; {self.spec.name} ({kind}) serves: {self._routes()}")
@@ -371,14 +372,17 @@ class App:
         return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
 
     def _run(
-        self, call: Callable[[], tuple[int, dict[str, str], bytes]]
+        self, req: Request, call: Callable[[], tuple[int, dict[str, str], bytes]]
     ) -> tuple[int, dict[str, str], bytes]:
+        """Every route that reaches the function: readiness, admission, then the body's
+        nesting (after admission: a shed request costs no scan), then the call."""
         if not self._ready.is_set():
             raise e.NotReady(
                 self.load_error or f"{self.spec.name} is still loading its model; retry shortly",
                 headers={"Retry-After": "1"},
             )
         with self.limiter.slot():
+            check_depth(req.body, self.settings.max_json_depth)
             return call()
 
     def _events(self, req: Request) -> tuple[int, dict[str, str], bytes]:
@@ -419,7 +423,7 @@ class App:
                 )
             if rest == ["infer"]:
                 _allow(req, "POST")
-                return self._run(lambda: (200, dict(_JSON), d.oip_infer(req.body, ctype)))
+                return self._run(req, lambda: (200, dict(_JSON), d.oip_infer(req.body, ctype)))
         raise e.NotFound(f"no Open Inference Protocol route {path}")
 
     def _plain_in_process(self, req: Request) -> tuple[int, dict[str, str], bytes]:
