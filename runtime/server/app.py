@@ -22,7 +22,7 @@ from runtime.function import Function
 from runtime.logs import request_context
 from runtime.server import errors as e
 from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
-from runtime.server.limits import ConcurrencyLimiter
+from runtime.server.limits import ConcurrencyLimiter, Paused, ShedReport, cooperative_sleep
 from runtime.server.metrics import CONTENT_TYPE, Metrics
 from runtime.server.nesting import check_depth
 from runtime.settings import Settings
@@ -32,6 +32,7 @@ __all__ = ["App", "Request", "Response", "create_app"]
 log = logging.getLogger("mlfn.server")
 
 _JSON = {"Content-Type": "application/json"}
+_PROBES = ("/healthz", "/readyz", "/metrics")
 _STATUS = {
     200: "200 OK",
     202: "202 Accepted",
@@ -127,6 +128,9 @@ class App:
             settings.queue_depth,
             settings.queue_timeout_seconds,
         )
+        shed = self.metrics.shed
+        self.shed_report = ShedReport(lambda reason: shed.labels(function.name, reason).inc(), log)
+        self._rest = cooperative_sleep()  # shed answers rest their connection (gevent only)
         self.load_error: str | None = None
         self._ready = threading.Event()
         self._opener = model_opener
@@ -196,15 +200,24 @@ class App:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        """WSGI entry: read the bounded body, then the same path as :meth:`handle`."""
+        """WSGI entry: shed at once when full; else read the bounded body, then the same
+        path as :meth:`handle`."""
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
+        if self.limiter.full and self._limited(method, path):
+            # before the body, the headers and any routing: a shed request costs little
+            started = time.perf_counter()
+            rid = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+            resp = self._shed(self.limiter.overloaded(), rid)
+            resp.headers["X-Request-Id"] = rid
+            self.metrics.observe(resp.status, time.perf_counter() - started)
+            return self._respond(resp, start_response)
         headers = {
             k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
         }
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
-        if self._flask is not None and path not in ("/healthz", "/readyz", "/metrics"):
+        if self._flask is not None and path not in _PROBES:
             return self._plain(environ, start_response, headers)
         try:
             body = self._read_body(environ)
@@ -213,10 +226,24 @@ class App:
             self.metrics.observe(resp.status, 0.0)
         else:
             resp = self.handle(Request(method, path, headers, body))
+        return self._respond(resp, start_response)
+
+    def _respond(self, resp: Response, start_response: Callable[..., Any]) -> Iterable[bytes]:
         headers_out = list(resp.headers.items())
         headers_out.append(("Content-Length", str(len(resp.body))))
         start_response(_STATUS.get(resp.status) or f"{resp.status} Status", headers_out)
+        sleep = self._rest
+        if sleep is not None and resp.status == 503 and "Retry-After" in resp.headers:
+            # the connection rests as long as the client was told to wait (see limits)
+            seconds = float(resp.headers["Retry-After"])
+            return Paused(resp.body, lambda: self.limiter.rest(seconds, sleep))
         return [resp.body]
+
+    def _limited(self, method: str, path: str) -> bool:
+        """Whether a request goes through the concurrency limit (probes never do)."""
+        if self._flask is not None:
+            return path not in _PROBES
+        return method == "POST"
 
     def handle(self, req: Request) -> Response:
         """Answer one request in-process: routing, limits, errors, metrics, logs."""
@@ -228,6 +255,8 @@ class App:
             try:
                 status, headers, body = self._route(req)
                 resp = Response(status, headers, body)
+            except e.Overloaded as err:
+                resp = self._shed(err, rid)
             except e.HttpError as err:
                 resp = self._error(err, rid)
             except Exception as err:
@@ -240,13 +269,9 @@ class App:
 
     def _read_body(self, environ: Mapping[str, Any]) -> bytes:
         limit = self.settings.max_body_bytes
-        length = environ.get("CONTENT_LENGTH")
+        n = _content_length(environ.get("CONTENT_LENGTH"))
         stream = environ["wsgi.input"]
-        if length:
-            try:
-                n = int(length)
-            except ValueError:
-                raise e.BadRequest(f"Content-Length {length!r} is not a number") from None
+        if n is not None:
             if n > limit:
                 raise e.PayloadTooLarge(self._too_large(n))
             return bytes(stream.read(n)) if n else b""
@@ -263,6 +288,11 @@ class App:
             f"{size} is over the limit of {self.settings.max_body_bytes} bytes; "
             "send smaller requests or raise MLFN_MAX_BODY_BYTES"
         )
+
+    def _shed(self, err: e.Overloaded, error_id: str) -> Response:
+        """A 503 that is counted, and logged only once per interval (not per request)."""
+        self.shed_report.shed(err)
+        return Response(*e.render(err, error_id))
 
     def _error(self, err: e.HttpError, error_id: str) -> Response:
         level = logging.WARNING if err.status >= 500 else logging.INFO
@@ -304,14 +334,17 @@ class App:
         self.metrics.in_flight.inc()
         with request_context(rid):
             try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                if length > self.settings.max_body_bytes:
+                length = _content_length(environ.get("CONTENT_LENGTH"))
+                if length is not None and length > self.settings.max_body_bytes:
                     raise e.PayloadTooLarge(self._too_large(length))
                 with self.limiter.slot():
                     body = b"".join(self._flask(environ, capture))
                 status = int(captured[0].split(" ", 1)[0])
                 start_response(*captured)
                 return [body]
+            except e.Overloaded as err:
+                resp = self._shed(err, rid)
+                status = resp.status
             except e.HttpError as err:
                 resp = self._error(err, rid)
                 status = resp.status
@@ -431,6 +464,19 @@ class App:
         with self.limiter.slot():
             r = client.open(req.path, method=req.method, headers=dict(req.headers), data=req.body)
         return r.status_code, dict(r.headers), r.get_data()
+
+
+def _content_length(value: str | None) -> int | None:
+    """The declared body size; None when there is none."""
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise e.BadRequest(f"Content-Length {value!r} is not a number of bytes")
+    return n
 
 
 def _allow(req: Request, method: str) -> None:

@@ -52,6 +52,13 @@ class Metrics:
         self.in_flight = Gauge(
             "mlfn_requests_in_flight", "Requests being handled now", ["function"], registry=r
         ).labels(function)
+        self.shed = Counter(
+            "mlfn_requests_shed",
+            "Requests answered 503 at containerConcurrency: the queue was full (queue_full) "
+            "or a queued request waited too long (queue_timeout)",
+            ["function", "reason"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "mlfn_batch_size",
             "Items per call of the function",
