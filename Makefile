@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-fast lint bench render build deploy undeploy produce status clean
+.PHONY: help venv dev test test-fast lint docs bench render build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -28,10 +28,14 @@ test: venv ## run the whole suite (unit, integration on the real broker, end to 
 test-fast: venv ## unit tests only
 	$(BIN)/python -m pytest -W error -m unit $(PYTEST_ARGS)
 
-lint: venv ## ruff and mypy --strict on the packages
+lint: venv ## ruff, mypy --strict on the packages, and the import contract (the floors)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+docs: venv ## regenerate the reference pages in docs/ (settings, spec) from the code
+	$(BIN)/python -m mlfn.reference docs
 
 bench: venv ## benchmarks; each prints a table
 	$(BIN)/python -m bench

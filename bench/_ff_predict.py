@@ -13,8 +13,8 @@ import functions_framework
 import numpy as np
 
 from functions._digits import MODEL, PredictRequest
+from mlfn.settings import Settings
 from runtime.models import open_model
-from runtime.settings import Settings
 from runtime.spec import ModelRef
 
 _handle = open_model(ModelRef(name=MODEL), Settings())

@@ -103,9 +103,9 @@ class Dev:
 
 def _preprocessing_seconds() -> float:
     """Median time of the preprocess function itself, called in-process."""
-    from eventing.codec import new_event
     from eventing.producer import digits_records
     from functions.preprocess import preprocess
+    from runtime.events import new_event
 
     events = [new_event("dev.knative.kafka.event", "/bench", r) for r in digits_records(200)]
     times = []

@@ -96,8 +96,8 @@ def _server(
 def _in_process(rows: int, seconds: float) -> LoadResult:
     from functions._digits import MODEL, PredictRequest
     from functions.predict import predict
+    from mlfn.settings import Settings
     from runtime.models import open_model
-    from runtime.settings import Settings
     from runtime.spec import ModelRef
 
     handle = open_model(ModelRef(name=MODEL), Settings())

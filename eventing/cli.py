@@ -9,20 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
-from runtime.settings import Settings
+from eventing.settings import EventingRoot
+from runtime.localstate import RunFileError, running_platform
+from runtime.spec import Delivery, EventBatch, KafkaSource, format_iso_duration
 
 _BOOTSTRAP_HELP = (
     "Kafka HOST:PORT (default: MLFN_BOOTSTRAP_SERVERS, else the broker of a running `mlfn dev`)"
 )
 
 
-def _bootstrap(settings: Settings, given: str | None) -> str:
-    server = given or settings.bootstrap_servers
+def _bootstrap(settings: EventingRoot, given: str | None) -> str:
+    server = given or settings.eventing.bootstrap_servers
     if not server:
-        from localplatform.control import running_bootstrap
-
-        server = running_bootstrap(settings)
+        server = running_broker(settings.common.home)
     if not server:
         raise click.UsageError(
             "no Kafka to talk to: start the platform with `make dev` (its broker is found "
@@ -32,12 +33,31 @@ def _bootstrap(settings: Settings, given: str | None) -> str:
     return check_bootstrap(server)
 
 
+def running_broker(home: Path) -> str | None:
+    """The Kafka bootstrap of the running ``mlfn dev`` (its embedded broker), if any."""
+    try:
+        bootstrap = running_platform(home).get("bootstrap")
+    except RunFileError:
+        return None
+    return str(bootstrap) if bootstrap else None
+
+
 def check_bootstrap(server: str) -> str:
     """``server`` if it is ``HOST:PORT``; a usage error naming --bootstrap otherwise."""
     host, _, port = server.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"{server!r} is not HOST:PORT", param_hint="--bootstrap")
     return server
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    """A spec field's declared default, for help texts that must not repeat it."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options the user gave; the spec's defaults apply to the rest."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _wait_for_signal() -> None:
@@ -57,7 +77,7 @@ def _wait_for_signal() -> None:
     help="loopback port; 0 picks a free one",
 )
 @click.pass_obj
-def broker_cmd(settings: Settings, port: int) -> None:
+def broker_cmd(settings: EventingRoot, port: int) -> None:
     """Run the embedded Kafka broker (Tansu, in memory) in the foreground.
 
     Prints the bootstrap address; stops on Ctrl-C or SIGTERM. Topics are created as
@@ -119,7 +139,7 @@ def broker_cmd(settings: Settings, port: int) -> None:
 @click.option("--bootstrap", help=_BOOTSTRAP_HELP)
 @click.pass_obj
 def produce_cmd(
-    settings: Settings,
+    settings: EventingRoot,
     topic: str | None,
     file: Path | None,
     dataset: str | None,
@@ -150,7 +170,7 @@ def produce_cmd(
         raise click.UsageError("give --dataset or --file, not both")
     if count and not dataset:
         raise click.UsageError("--count applies to --dataset only")
-    topic = topic or default_topic(settings.functions_package)
+    topic = topic or default_topic(settings.common.functions_package)
     if dataset:
         values: Any = digits_records(count)
         total: int | None = count or 1797
@@ -173,7 +193,7 @@ def produce_cmd(
 
     click.echo(f"producing to {topic} at {server} ({fmt})", err=True)
     try:
-        with EventProducer(server, partitions=settings.partitions) as p:
+        with EventProducer(server, partitions=settings.eventing.partitions) as p:
             n = p.stream(
                 topic,
                 values,
@@ -199,45 +219,59 @@ def produce_cmd(
 @click.option("--group", help="consumer group (default: mlfn-dispatch-<first topic>)")
 @click.option("--name", default="dispatch", show_default=True, help="source name in wrapped events")
 @click.option(
-    "--ordering", type=click.Choice(["ordered", "unordered"]), default="ordered", show_default=True
+    "--ordering",
+    type=click.Choice(["ordered", "unordered"]),
+    help=f"delivery order (default {_default(KafkaSource, 'ordering')})",
 )
-@click.option("--retry", type=click.IntRange(0, 1000), default=3, show_default=True)
+@click.option(
+    "--retry",
+    type=click.IntRange(0, 1000),
+    help=f"retries after the first attempt (default {_default(Delivery, 'retry')})",
+)
 @click.option(
     "--backoff-policy",
     type=click.Choice(["linear", "exponential"]),
-    default="exponential",
-    show_default=True,
+    help=f"default {_default(Delivery, 'backoff_policy')}",
 )
-@click.option("--backoff-delay", default="PT0.2S", show_default=True, help="ISO-8601 duration")
-@click.option("--timeout", default="PT30S", show_default=True, help="per-attempt timeout, ISO-8601")
+@click.option(
+    "--backoff-delay",
+    help=f"ISO-8601 duration (default {format_iso_duration(_default(Delivery, 'backoff_delay'))})",
+)
+@click.option(
+    "--timeout",
+    help=f"per-attempt timeout, ISO-8601 (default {format_iso_duration(_default(Delivery, 'timeout'))})",
+)
 @click.option("--dead-letter", help="dead-letter sink: http(s) URL or topic")
 @click.option("--batch", type=click.IntRange(1, 10_000), help="deliver batches of up to N events")
-@click.option("--batch-wait-ms", type=click.FloatRange(0), default=50.0, show_default=True)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(0),
+    help=f"batch deadline (default {_default(EventBatch, 'max_wait_ms'):g})",
+)
 @click.option("--reply-topic", help="topic for reply events (default: none, replies dropped)")
 @click.option(
     "--initial-offset",
     type=click.Choice(["earliest", "latest"]),
-    default="earliest",
-    show_default=True,
+    help=f"where a new group starts (default {_default(KafkaSource, 'initial_offset')})",
 )
 @click.option("--bootstrap", help=_BOOTSTRAP_HELP)
 @click.pass_obj
 def dispatch_cmd(
-    settings: Settings,
+    settings: EventingRoot,
     topics: tuple[str, ...],
     sink: str,
     group: str | None,
     name: str,
-    ordering: str,
-    retry: int,
-    backoff_policy: str,
-    backoff_delay: str,
-    timeout: str,
+    ordering: str | None,
+    retry: int | None,
+    backoff_policy: str | None,
+    backoff_delay: str | None,
+    timeout: str | None,
     dead_letter: str | None,
     batch: int | None,
-    batch_wait_ms: float,
+    batch_wait_ms: float | None,
     reply_topic: str | None,
-    initial_offset: str,
+    initial_offset: str | None,
     bootstrap: str | None,
 ) -> None:
     """Run one KafkaSource-style dispatcher in the foreground (Ctrl-C stops it).
@@ -255,21 +289,27 @@ def dispatch_cmd(
     from eventing.dispatcher import Dispatcher, DispatcherConfig
     from eventing.errors import KafkaUnavailableError
     from runtime.logs import configure
-    from runtime.spec import Delivery, EventBatch
 
     server = _bootstrap(settings, bootstrap)
-    configure(settings.log_level, settings.log_format)
+    configure(settings.common.log_level, settings.common.log_format)
     if not sink.startswith(("http://", "https://")):
         raise click.BadParameter(f"{sink!r} is not an http(s) URL", param_hint="--sink")
     try:
         delivery = Delivery(
-            retry=retry,
-            backoff_policy=backoff_policy,
-            backoff_delay=backoff_delay,
-            timeout=timeout,
-            dead_letter_sink=dead_letter,
+            **_given(
+                retry=retry,
+                backoff_policy=backoff_policy,
+                backoff_delay=backoff_delay,
+                timeout=timeout,
+                dead_letter_sink=dead_letter,
+            )
         )
-        ebatch = EventBatch(max_events=batch, max_wait_ms=batch_wait_ms) if batch else None
+        ebatch = (
+            EventBatch(**_given(max_events=batch, max_wait_ms=batch_wait_ms)) if batch else None
+        )
+        source = KafkaSource(
+            topics=topics, **_given(ordering=ordering, initial_offset=initial_offset)
+        )
     except ValidationError as err:
         raise click.UsageError(f"invalid delivery option: {err}") from err
     cfg = DispatcherConfig(
@@ -277,21 +317,21 @@ def dispatch_cmd(
         topics=topics,
         group=group or f"mlfn-dispatch-{topics[0]}",
         sink=sink,
-        namespace=settings.namespace,
-        ordering=ordering,  # type: ignore[arg-type]
+        namespace=settings.common.namespace,
+        ordering=source.ordering,
         delivery=delivery,
         batch=ebatch,
-        initial_offset=initial_offset,  # type: ignore[arg-type]
+        initial_offset=source.initial_offset,
         reply_topic=reply_topic,
-        max_in_flight=settings.max_in_flight,
-        max_record_bytes=settings.max_record_bytes,
-        workers=settings.dispatch_workers,
-        session_timeout_ms=settings.session_timeout_ms,
+        max_in_flight=settings.eventing.max_in_flight,
+        max_record_bytes=settings.eventing.max_record_bytes,
+        workers=settings.eventing.dispatch_workers,
+        session_timeout_ms=settings.eventing.session_timeout_ms,
     )
     from eventing._kafka import ensure_topics
 
     try:
-        ensure_topics(server, topics, settings.partitions)
+        ensure_topics(server, topics, settings.eventing.partitions)
         d = Dispatcher(cfg, server).start()
     except KafkaUnavailableError as err:
         raise click.ClickException(str(err)) from err

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import urllib3
 
-from eventing.codec import HttpMessage
+from runtime.events import HttpMessage
 from runtime.spec import Delivery
 
 __all__ = ["HttpSender", "Outcome", "Response", "deliver", "is_retryable"]

@@ -34,14 +34,17 @@ from typing import Literal
 
 from eventing import codec
 from eventing._kafka import TP, Consumed, Consumer, Producer
-from eventing.codec import CloudEvent, HttpMessage
 from eventing.delivery import HttpSender, Response, deliver
 from eventing.errors import KafkaUnavailableError, MalformedRecordError
 from eventing.filters import Predicate
 from eventing.lanes import Lane
 from eventing.records import RecordOrigin, dead_letter_event, raw_event, record_to_event
 from eventing.retrystate import KafkaRetryState, MemoryRetryState, RetryState
+from eventing.settings import EventingSettings
 from eventing.stats import DispatchStats
+from runtime import events
+from runtime.events import CloudEvent, HttpMessage
+from runtime.settings import CommonSettings, default_of
 from runtime.spec import Delivery, EventBatch
 
 __all__ = ["Dispatcher", "DispatcherConfig"]
@@ -58,19 +61,19 @@ class DispatcherConfig:
     group: str
     sink: str
     kind: Literal["source", "trigger"] = "source"
-    namespace: str = "default"
+    namespace: str = default_of(CommonSettings, "namespace")
     ordering: Literal["ordered", "unordered"] = "ordered"
     delivery: Delivery = field(default_factory=Delivery)
     batch: EventBatch | None = None
     initial_offset: Literal["earliest", "latest"] = "earliest"
     filter: Predicate | None = None
     reply_topic: str | None = None
-    max_in_flight: int = 32
-    max_record_bytes: int = 1024 * 1024
+    max_in_flight: int = default_of(EventingSettings, "max_in_flight")
+    max_record_bytes: int = default_of(EventingSettings, "max_record_bytes")
     max_pending: int = 5000
-    workers: int = 64
+    workers: int = default_of(EventingSettings, "dispatch_workers")
     durable_retries: bool = True
-    session_timeout_ms: int = 6000
+    session_timeout_ms: int = default_of(EventingSettings, "session_timeout_ms")
 
 
 class Dispatcher:
@@ -392,7 +395,7 @@ class Dispatcher:
                 ):
                     return False
                 continue
-            if cfg.filter is not None and not cfg.filter(codec.attributes(ev)):
+            if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                 self.stats.add("filtered")
                 continue
             ready.append((c, ev))
@@ -401,9 +404,9 @@ class Dispatcher:
         first = ready[0][0]
         key = f"{first.topic}/{first.partition}/{first.offset}"
         msg: HttpMessage = (
-            codec.to_http_batch([ev for _, ev in ready])
+            events.to_http_batch([ev for _, ev in ready])
             if cfg.batch
-            else codec.to_http_binary(ready[0][1])
+            else events.to_http_binary(ready[0][1])
         )
         timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
 
@@ -479,7 +482,7 @@ class Dispatcher:
                 if self.config.delivery.timeout
                 else None
             )
-            r = self._sender.post(dls, codec.to_http_binary(ev), timeout)
+            r = self._sender.post(dls, events.to_http_binary(ev), timeout)
             return None if r.ok else r.describe()
         assert self._producer is not None
         try:
@@ -490,14 +493,14 @@ class Dispatcher:
 
     def _reply(self, r: Response) -> None:
         topic = self.config.reply_topic
-        if not r.body or not codec.is_cloudevent_http(r.headers):
+        if not r.body or not events.is_cloudevent_http(r.headers):
             return
         try:
-            if r.headers.get("content-type", "").startswith(codec.BATCH_CONTENT_TYPE):
-                replies = codec.from_http_batch(r.body)
+            if r.headers.get("content-type", "").startswith(events.BATCH_CONTENT_TYPE):
+                replies = events.from_http_batch(r.body)
             else:
-                replies = [codec.from_http_message(r.headers, r.body)]
-        except codec.CodecError as err:
+                replies = [events.from_http_message(r.headers, r.body)]
+        except events.CodecError as err:
             log.warning(
                 "sink replied with an invalid CloudEvent: %s",
                 err,

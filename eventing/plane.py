@@ -25,9 +25,9 @@ from eventing._kafka import ensure_topics
 from eventing.broker import broker_topic
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.filters import compile_trigger
+from eventing.settings import EventingRoot
 from eventing.stats import DispatchStats, EventingCollector
 from runtime.registry import Registry
-from runtime.settings import Settings
 from runtime.spec import FunctionSpec
 
 __all__ = ["EventingPlane", "plan"]
@@ -36,21 +36,21 @@ log = logging.getLogger(__name__)
 
 
 def plan(
-    specs: Iterable[FunctionSpec], settings: Settings, sink_for: Callable[[str], str]
+    specs: Iterable[FunctionSpec], settings: EventingRoot, sink_for: Callable[[str], str]
 ) -> list[DispatcherConfig]:
     """The dispatchers that the specs call for (pure; filters are compiled, so invalid ones raise).
 
     Raises:
         FilterError: a subscription's filter is not valid Knative dialect.
     """
-    ns = settings.namespace
+    ns = settings.common.namespace
     out: list[DispatcherConfig] = []
     common: dict[str, Any] = {
         "namespace": ns,
-        "max_in_flight": settings.max_in_flight,
-        "max_record_bytes": settings.max_record_bytes,
-        "workers": settings.dispatch_workers,
-        "session_timeout_ms": settings.session_timeout_ms,
+        "max_in_flight": settings.eventing.max_in_flight,
+        "max_record_bytes": settings.eventing.max_record_bytes,
+        "workers": settings.eventing.dispatch_workers,
+        "session_timeout_ms": settings.eventing.session_timeout_ms,
     }
     for spec in specs:
         reply = broker_topic(ns, spec.reply_to_broker) if spec.reply_to_broker else None
@@ -100,19 +100,19 @@ class EventingPlane:
         settings: mlfn settings (namespace, partitions, limits).
         functions: a discovered registry, or function specs.
         sink_for: the URL that serves a function, by function name.
-        bootstrap: Kafka ``HOST:PORT``; default ``settings.bootstrap_servers``.
+        bootstrap: Kafka ``HOST:PORT``; default ``settings.eventing.bootstrap_servers``.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        settings: EventingRoot,
         functions: Registry | Iterable[FunctionSpec],
         sink_for: Callable[[str], str],
         *,
         bootstrap: str | None = None,
     ) -> None:
         specs = [f.spec for f in functions] if isinstance(functions, Registry) else list(functions)
-        server = bootstrap or settings.bootstrap_servers
+        server = bootstrap or settings.eventing.bootstrap_servers
         if not server:
             raise ValueError(
                 "the eventing plane needs a Kafka bootstrap address: start the embedded "
@@ -141,7 +141,7 @@ class EventingPlane:
             KafkaUnavailableError: Kafka cannot be reached.
             TimeoutError: a dispatcher got no partitions within ``wait_assigned_s``.
         """
-        ensure_topics(self.bootstrap, self.topics(), self.settings.partitions)
+        ensure_topics(self.bootstrap, self.topics(), self.settings.eventing.partitions)
         self.dispatchers = [Dispatcher(c, self.bootstrap) for c in self.configs]
         with ThreadPoolExecutor(max(1, len(self.dispatchers))) as pool:
             list(pool.map(lambda d: d.start(), self.dispatchers))

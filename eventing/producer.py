@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from eventing import codec
 from eventing._kafka import Producer, ensure_topics
-from eventing.codec import CloudEvent, KafkaRecord
+from eventing.codec import KafkaRecord
+from runtime import events
+from runtime.events import CloudEvent
 
 __all__ = [
     "DEFAULT_TOPIC",
@@ -51,7 +53,7 @@ def encode(
     kbytes = key.encode() if key is not None else None
     if format == "json":
         return KafkaRecord(value=json.dumps(value).encode(), key=kbytes, headers=list(_JSON))
-    ev = value if isinstance(value, CloudEvent) else codec.new_event(type, source, value)
+    ev = value if isinstance(value, CloudEvent) else events.new_event(type, source, value)
     if format == "binary":
         return codec.to_kafka_binary(ev, key=key)
     if format == "structured":

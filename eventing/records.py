@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eventing import codec
-from eventing.codec import CloudEvent, KafkaRecord
+from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
+from runtime import events
+from runtime.events import CloudEvent
 
 __all__ = [
     "ERROR_DATA_LIMIT",
@@ -126,7 +128,7 @@ def record_to_event(
     if codec.is_cloudevent_kafka(record.headers):
         try:
             return codec.from_kafka(record)
-        except (codec.CodecError, ValueError) as err:
+        except (events.CodecError, ValueError) as err:
             raise MalformedRecordError(f"invalid CloudEvent record: {err}") from err
     if not wrap:
         raise MalformedRecordError(
@@ -160,4 +162,4 @@ def dead_letter_event(
         attrs["knativeerrorcode"] = str(code)
     if data:
         attrs["knativeerrordata"] = base64.b64encode(data[:ERROR_DATA_LIMIT]).decode()
-    return codec.with_attributes(event, **attrs)
+    return events.with_attributes(event, **attrs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,13 +9,14 @@ from typing import Any, TypeVar
 
 import click
 
-from runtime.settings import Settings
+from knative.settings import ClusterRoot
+
+__all__ = ["COMMANDS", "connect_cluster", "fail_on_mlfn_errors", "namespace_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-LOCAL_DOWN = "the local platform is not running; start it with `make dev`"
 
 
-def _fail_on_mlfn_errors(fn: F) -> F:
+def fail_on_mlfn_errors(fn: F) -> F:
     """Turn mlfn's own errors (they say what to do) into a clean `Error:` and exit 1."""
     import functools
 
@@ -32,22 +32,22 @@ def _fail_on_mlfn_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _namespace_option(fn: F) -> F:
+def namespace_option(fn: F) -> F:
     return click.option(
         "--namespace", "-n", default=None, help="Kubernetes namespace (default: MLFN_NAMESPACE)."
     )(fn)
 
 
-def _connect(settings: Settings) -> Any:
+def connect_cluster(settings: ClusterRoot) -> Any:
     from knative.cluster import connect
 
     # Read here, not by the kubernetes package: it freezes KUBECONFIG when first imported.
     config_file = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    return connect(config_file=config_file, context=settings.kube_context)
+    return connect(config_file=config_file, context=settings.knative.kube_context)
 
 
 @click.command()
-@_namespace_option
+@namespace_option
 @click.option("--registry", default=None, help="Image registry (default: MLFN_REGISTRY).")
 @click.option(
     "--output",
@@ -59,9 +59,9 @@ def _connect(settings: Settings) -> Any:
 )
 @click.option("--function", "-f", "function", default=None, help="Render only this function.")
 @click.pass_obj
-@_fail_on_mlfn_errors
+@fail_on_mlfn_errors
 def render(
-    settings: Settings,
+    settings: ClusterRoot,
     namespace: str | None,
     registry: str | None,
     out: Path | None,
@@ -94,8 +94,8 @@ def render(
 @click.option("--push", is_flag=True, help="Push and record the registry digest.")
 @click.option("--registry", default=None, help="Image registry (default: MLFN_REGISTRY).")
 @click.pass_obj
-@_fail_on_mlfn_errors
-def build(settings: Settings, function: str | None, push: bool, registry: str | None) -> None:
+@fail_on_mlfn_errors
+def build(settings: ClusterRoot, function: str | None, push: bool, registry: str | None) -> None:
     """Build the function images with docker, podman or buildah (whichever works).
 
     Images are tagged by the content digest of their sources; with --push the registry
@@ -114,21 +114,21 @@ def build(settings: Settings, function: str | None, push: bool, registry: str | 
             raise click.ClickException(f"no function named {function!r}")
     variants = sorted({"cuda" if s.is_gpu else "cpu" for s in specs}) or ["cpu"]
     builder = detect_builder(os.environ.get("PATH", os.defpath))
-    digest = context_digest(repo, settings.functions_package)
-    refs = image_refs(registry or settings.registry, digest)
+    digest = context_digest(repo, settings.common.functions_package)
+    refs = image_refs(registry or settings.knative.registry, digest)
     built = {}
     for variant in variants:
         click.echo(f"building {refs[variant]} with {builder.name}")
         built[variant] = build_image(
-            builder, repo, settings.functions_package, refs[variant], variant, push=push
+            builder, repo, settings.common.functions_package, refs[variant], variant, push=push
         )
         click.echo(f"built {built[variant]}")
-    write_record(settings.home / RECORD, digest, built)
+    write_record(settings.common.home / RECORD, digest, built)
 
 
 @click.command()
 @click.option("--function", "-f", "function", default=None, help="Deploy only this function.")
-@_namespace_option
+@namespace_option
 @click.option(
     "--timeout",
     type=float,
@@ -136,9 +136,9 @@ def build(settings: Settings, function: str | None, push: bool, registry: str | 
     help="Seconds to wait for Ready (default: MLFN_DEPLOY_TIMEOUT_SECONDS).",
 )
 @click.pass_obj
-@_fail_on_mlfn_errors
+@fail_on_mlfn_errors
 def deploy(
-    settings: Settings, function: str | None, namespace: str | None, timeout: float | None
+    settings: ClusterRoot, function: str | None, namespace: str | None, timeout: float | None
 ) -> None:
     """Apply the manifests (server-side apply) and wait until everything is Ready.
 
@@ -148,12 +148,12 @@ def deploy(
     from knative.render import render_settings
 
     rendered = render_settings(settings, Path.cwd(), namespace=namespace, only=function)
-    cluster = _connect(settings)
+    cluster = connect_cluster(settings)
     click.echo(f"applying {len(rendered.all())} objects to {cluster.host}")
     statuses = apply_all(
         cluster,
         rendered.all(),
-        timeout=timeout or settings.deploy_timeout_seconds,
+        timeout=timeout or settings.knative.deploy_timeout_seconds,
         progress=click.echo,
     )
     for s in statuses:
@@ -163,10 +163,10 @@ def deploy(
 
 @click.command()
 @click.option("--function", "-f", "function", default=None, help="Remove only this function.")
-@_namespace_option
+@namespace_option
 @click.pass_obj
-@_fail_on_mlfn_errors
-def undeploy(settings: Settings, function: str | None, namespace: str | None) -> None:
+@fail_on_mlfn_errors
+def undeploy(settings: ClusterRoot, function: str | None, namespace: str | None) -> None:
     """Delete what `mlfn deploy` applied (Knative's own config is left alone).
 
     Example: mlfn undeploy -f predict
@@ -178,87 +178,7 @@ def undeploy(settings: Settings, function: str | None, namespace: str | None) ->
     objects = [o for objs in rendered.functions.values() for o in objs]
     if function is None:
         objects = rendered.shared + objects
-    delete_all(_connect(settings), objects, progress=click.echo)
+    delete_all(connect_cluster(settings), objects, progress=click.echo)
 
 
-def _local(call: Callable[[], str]) -> str:
-    try:
-        return call()
-    except (ImportError, ConnectionError, OSError) as err:
-        raise click.ClickException(f"{LOCAL_DOWN} ({type(err).__name__}: {err})") from err
-
-
-@click.command()
-@click.option("--cluster", is_flag=True, help="Ask Knative instead of the local platform.")
-@_namespace_option
-@click.pass_obj
-@_fail_on_mlfn_errors
-def status(settings: Settings, cluster: bool, namespace: str | None) -> None:
-    """Functions, revisions, sources and triggers: local platform, or Knative with --cluster.
-
-    Example: mlfn status --cluster -n ml
-    """
-    if cluster:
-        from knative.deploy import service_status, status_lines
-
-        objs = service_status(_connect(settings), namespace or settings.namespace)
-        click.echo("\n".join(status_lines(objs)) or "no mlfn objects in the namespace")
-        return
-
-    def local() -> str:
-        control = importlib.import_module("localplatform.control")
-        return str(control.status_text(settings))
-
-    click.echo(_local(local))
-
-
-@click.command()
-@click.argument("function")
-@click.option(
-    "--percent",
-    type=click.IntRange(1, 99),
-    default=None,
-    help="Send P% to the latest revision (tag candidate), the rest to the previous.",
-)
-@click.option("--promote", is_flag=True, help="Send 100% to the latest revision.")
-@click.option("--rollback", is_flag=True, help="Send 100% back to the previous revision.")
-@click.option("--cluster", is_flag=True, help="Act on Knative instead of the local platform.")
-@_namespace_option
-@click.pass_obj
-@_fail_on_mlfn_errors
-def rollout(
-    settings: Settings,
-    function: str,
-    percent: int | None,
-    promote: bool,
-    rollback: bool,
-    cluster: bool,
-    namespace: str | None,
-) -> None:
-    """Canary rollout of FUNCTION: split traffic, promote or roll back.
-
-    Example: mlfn rollout predict --percent 20 --cluster
-    """
-    if sum([percent is not None, promote, rollback]) != 1:
-        raise click.UsageError("give exactly one of --percent P, --promote, --rollback")
-    if cluster:
-        from knative.rollout import Action
-        from knative.rollout import rollout as cluster_rollout
-
-        action: Action = "promote" if promote else "rollback" if rollback else "percent"
-        result = cluster_rollout(
-            _connect(settings), function, namespace or settings.namespace, action, percent or 0
-        )
-        click.echo(result.text())
-        return
-
-    def local() -> str:
-        control = importlib.import_module("localplatform.control")
-        return str(
-            control.rollout(settings, function, percent=percent, promote=promote, rollback=rollback)
-        )
-
-    click.echo(_local(local))
-
-
-COMMANDS: list[click.Command] = [render, build, deploy, undeploy, status, rollout]
+COMMANDS: list[click.Command] = [render, build, deploy, undeploy]

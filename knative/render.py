@@ -11,7 +11,7 @@ from knative.build import context_digest, resolved_images
 from knative.manifests import Rendered, render
 from knative.manifests.common import KNATIVE_NAMESPACES, Obj, RenderOptions
 from knative.manifests.features import WHY
-from runtime.settings import Settings
+from knative.settings import ClusterRoot
 from runtime.spec import FunctionSpec
 
 __all__ = ["container_env", "load_specs", "options_from", "render_settings", "to_yaml", "write_dir"]
@@ -19,48 +19,50 @@ __all__ = ["container_env", "load_specs", "options_from", "render_settings", "to
 RECORD = "images.json"
 
 
-def container_env(settings: Settings) -> dict[str, str]:
+def container_env(settings: ClusterRoot) -> dict[str, str]:
     """The ``MLFN_*`` settings every function container gets."""
     return {
-        "MLFN_NAMESPACE": settings.namespace,
-        "MLFN_FUNCTIONS_PACKAGE": settings.functions_package,
-        "MLFN_LOG_LEVEL": settings.log_level,
+        "MLFN_NAMESPACE": settings.common.namespace,
+        "MLFN_FUNCTIONS_PACKAGE": settings.common.functions_package,
+        "MLFN_LOG_LEVEL": settings.common.log_level,
         "MLFN_LOG_FORMAT": "json",
-        "MLFN_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MLFN_PARTITIONS": str(settings.partitions),
-        "MLFN_DRAIN_SECONDS": f"{settings.drain_seconds:g}",
-        "MLFN_THREADS": str(settings.threads),
-        "MLFN_QUEUE_DEPTH": str(settings.queue_depth),
+        "MLFN_BOOTSTRAP_SERVERS": settings.knative.kafka_bootstrap_servers,
+        "MLFN_PARTITIONS": str(settings.eventing.partitions),
+        "MLFN_DRAIN_SECONDS": f"{settings.server.drain_seconds:g}",
+        "MLFN_THREADS": str(settings.server.threads),
+        "MLFN_QUEUE_DEPTH": str(settings.server.queue_depth),
     }
 
 
 def options_from(
-    settings: Settings, repo: Path, *, namespace: str | None = None, registry: str | None = None
+    settings: ClusterRoot, repo: Path, *, namespace: str | None = None, registry: str | None = None
 ) -> RenderOptions:
     """Render options from settings; images by recorded digest, else by content tag."""
-    digest = context_digest(repo, settings.functions_package)
-    images = resolved_images(settings.home / RECORD, registry or settings.registry, digest)
+    digest = context_digest(repo, settings.common.functions_package)
+    images = resolved_images(
+        settings.common.home / RECORD, registry or settings.knative.registry, digest
+    )
     return RenderOptions(
-        namespace=namespace or settings.namespace,
+        namespace=namespace or settings.common.namespace,
         images=images,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        kafka_namespace=settings.kafka_namespace,
-        ingress_namespace=settings.ingress_namespace,
-        partitions=settings.partitions,
-        replication_factor=settings.kafka_replication_factor,
-        env={**container_env(settings), "MLFN_NAMESPACE": namespace or settings.namespace},
+        bootstrap_servers=settings.knative.kafka_bootstrap_servers,
+        kafka_namespace=settings.knative.kafka_namespace,
+        ingress_namespace=settings.knative.ingress_namespace,
+        partitions=settings.eventing.partitions,
+        replication_factor=settings.knative.kafka_replication_factor,
+        env={**container_env(settings), "MLFN_NAMESPACE": namespace or settings.common.namespace},
     )
 
 
-def load_specs(settings: Settings) -> list[FunctionSpec]:
-    """Every function spec in ``settings.functions_package``."""
+def load_specs(settings: ClusterRoot) -> list[FunctionSpec]:
+    """Every function spec in ``settings.common.functions_package``."""
     from runtime.registry import discover
 
-    return [fn.spec for fn in discover(settings.functions_package)]
+    return [fn.spec for fn in discover(settings.common.functions_package)]
 
 
 def render_settings(
-    settings: Settings,
+    settings: ClusterRoot,
     repo: Path,
     *,
     namespace: str | None = None,

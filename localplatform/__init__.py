@@ -9,7 +9,7 @@ The pure parts are importable on their own (no I/O, clock passed in)::
     from localplatform import Autoscaler, ConcurrencyWindow, Policy, Traffic, route
 """
 
-from localplatform.autoscaler import Autoscaler, ConcurrencyWindow, Decision, LocalDefaults, Policy
+from localplatform.autoscaler import Autoscaler, ConcurrencyWindow, Decision, Policy
 from localplatform.control import rollout, status, status_text
 from localplatform.errors import PlatformError, PlatformRequestError, RolloutError
 from localplatform.routing import Route, Traffic, route
@@ -18,7 +18,6 @@ __all__ = [
     "Autoscaler",
     "ConcurrencyWindow",
     "Decision",
-    "LocalDefaults",
     "PlatformError",
     "PlatformRequestError",
     "Policy",

@@ -25,40 +25,30 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from localplatform.settings import PlatformSettings
 from runtime.spec import Scaling
 
-__all__ = ["Autoscaler", "ConcurrencyWindow", "Decision", "LocalDefaults", "Policy"]
-
-
-@dataclass(frozen=True)
-class LocalDefaults:
-    """Local replacements for Knative's cluster defaults (a function's own values win)."""
-
-    stable_window: float = 6.0
-    scale_to_zero_grace: float = 2.0
-    max_scale_up_rate: float = 1000.0
-    max_scale_down_rate: float = 2.0
-    max_instances: int = 8
+__all__ = ["Autoscaler", "ConcurrencyWindow", "Decision", "Policy"]
 
 
 @dataclass(frozen=True)
 class Policy:
     """The knobs of one revision's autoscaler, in seconds and instances."""
 
-    target: float = 10.0
-    utilization: float = 0.7
-    stable_window: float = 6.0
-    panic_window: float = 0.6
-    panic_threshold: float = 2.0
-    min_scale: int = 0
-    max_scale: int = 8
-    initial_scale: int = 1
-    scale_down_delay: float = 0.0
-    max_scale_up_rate: float = 1000.0
-    max_scale_down_rate: float = 2.0
-    scale_to_zero_grace: float = 2.0
-    scale_to_zero_retention: float = 0.0
-    container_concurrency: int = 0
+    target: float
+    utilization: float
+    stable_window: float
+    panic_window: float
+    panic_threshold: float
+    min_scale: int
+    max_scale: int
+    initial_scale: int
+    scale_down_delay: float
+    max_scale_up_rate: float
+    max_scale_down_rate: float
+    scale_to_zero_grace: float
+    scale_to_zero_retention: float
+    container_concurrency: int
 
     @property
     def per_instance(self) -> float:
@@ -66,32 +56,24 @@ class Policy:
         return self.target * self.utilization
 
     @classmethod
-    def from_scaling(cls, scaling: Scaling, local: LocalDefaults) -> Policy:
-        """The policy of a function's :class:`~runtime.spec.Scaling`, local defaults applied.
-
-        Fields the function did not set explicitly (``stable_window``) take the local
-        default, so a plain function scales to zero in seconds on a laptop.
+    def from_scaling(cls, scaling: Scaling, platform: PlatformSettings) -> Policy:
+        """The policy of an effective :class:`~runtime.spec.Scaling` (see
+        :func:`localplatform.effective.effective_spec`), with the platform's rates.
         """
-        explicit = scaling.model_fields_set
-        stable = (
-            scaling.stable_window.total_seconds()
-            if "stable_window" in explicit
-            else local.stable_window
-        )
-        max_scale = scaling.max_scale or local.max_instances
+        stable = scaling.stable_window.total_seconds()
         return cls(
             target=scaling.target,
             utilization=scaling.target_utilization_percentage / 100.0,
             stable_window=stable,
             panic_window=stable * scaling.panic_window_percentage / 100.0,
             panic_threshold=scaling.panic_threshold_percentage / 100.0,
-            min_scale=min(scaling.min_scale, max_scale),
-            max_scale=max_scale,
-            initial_scale=min(scaling.initial_scale, max_scale),
+            min_scale=scaling.min_scale,
+            max_scale=scaling.max_scale,
+            initial_scale=scaling.initial_scale,
             scale_down_delay=_seconds(scaling.scale_down_delay),
-            max_scale_up_rate=local.max_scale_up_rate,
-            max_scale_down_rate=local.max_scale_down_rate,
-            scale_to_zero_grace=local.scale_to_zero_grace,
+            max_scale_up_rate=platform.max_scale_up_rate,
+            max_scale_down_rate=platform.max_scale_down_rate,
+            scale_to_zero_grace=platform.scale_to_zero_grace_seconds,
             scale_to_zero_retention=_seconds(scaling.scale_to_zero_retention),
             container_concurrency=scaling.container_concurrency,
         )

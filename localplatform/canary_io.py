@@ -3,31 +3,25 @@
 - :func:`parse_metrics` / :func:`scrape`: per-revision requests, 5xx responses and latency
   from the ``/metrics`` page every ``mlfn serve`` instance exports;
 - :func:`local_reader`, :func:`local_splits`, :class:`LocalTarget`: a running ``mlfn dev``
-  (its status and rollout API), and :func:`start_local`, which ``mlfn dev`` runs;
-- :func:`knative_reader`, :func:`knative_splits`, :class:`KnativeTarget`: a Knative Service
-  on a cluster: its ``status.traffic`` (each tagged target has a URL of its own, whose
-  ``/metrics`` is scraped) and its traffic block (:mod:`knative.rollout`). A scrape through
-  a tag URL reaches one pod of the revision: with several pods the counts are a sample.
+  (its status and rollout API), and :func:`start_local`, which ``mlfn dev`` runs.
+
+On a cluster, canary analysis is Flagger's job; nothing here talks to Knative.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import urllib3
 
 from localplatform.canary import CanaryDriver, Finder, Reader, RevisionStats, Split
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
 from runtime.spec import Rollout
 
-if TYPE_CHECKING:
-    from knative.cluster import Cluster
-
 __all__ = [
-    "KnativeTarget",
     "LocalTarget",
-    "knative_reader",
-    "knative_splits",
     "local_reader",
     "local_splits",
     "parse_metrics",
@@ -58,14 +52,12 @@ def parse_metrics(revision: str, text: str) -> RevisionStats:
 
 def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> RevisionStats:
     """Sum the ``/metrics`` of every instance of a revision (unreachable ones count zero)."""
-    import urllib.request
-
     total = RevisionStats(revision)
     for url in urls:
         try:
-            with urllib.request.urlopen(f"{url}/metrics", timeout=timeout_s) as resp:
-                one = parse_metrics(revision, resp.read().decode())
-        except OSError as err:
+            resp = urllib3.request("GET", f"{url}/metrics", timeout=timeout_s, retries=False)
+            one = parse_metrics(revision, resp.data.decode())
+        except (urllib3.exceptions.HTTPError, ValueError) as err:
             log.debug("cannot scrape %s: %s", url, err)
             continue
         total = RevisionStats(
@@ -77,7 +69,7 @@ def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> Revisio
     return total
 
 
-def local_reader(settings: Settings) -> Reader:
+def local_reader(settings: LocalRoot) -> Reader:
     """Per-revision counters of a running ``mlfn dev``: its instances' ``/metrics``, plus
     the errors the gateway answered itself (502/504) that no instance saw."""
     from localplatform.control import status
@@ -137,7 +129,7 @@ def local_splits(
 class LocalTarget:
     """Promote / roll back through the running ``mlfn dev`` (``/_mlfn/rollout``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalRoot) -> None:
         self.settings = settings
 
     def promote(self, function: str) -> None:
@@ -151,25 +143,7 @@ class LocalTarget:
         rollout(self.settings, function, percent=None, promote=False, rollback=True)
 
 
-class KnativeTarget:
-    """Promote / roll back a Knative Service's traffic block (:func:`knative.rollout.rollout`)."""
-
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-
-    def promote(self, function: str) -> None:
-        from knative.rollout import rollout
-
-        rollout(self.cluster, function, self.namespace, "promote")
-
-    def rollback(self, function: str) -> None:
-        from knative.rollout import rollout
-
-        rollout(self.cluster, function, self.namespace, "rollback")
-
-
-def start_local(settings: Settings, rollout_of: Callable[[str], Rollout | None]) -> CanaryDriver:
+def start_local(settings: LocalRoot, rollout_of: Callable[[str], Rollout | None]) -> CanaryDriver:
     """The canary controller of a running ``mlfn dev``: finds canary splits through its
     status API, reads each revision's counters, promotes or rolls back through its
     rollout API. ``mlfn dev`` starts it once its gateway answers; stop it before the gateway.
@@ -179,54 +153,7 @@ def start_local(settings: Settings, rollout_of: Callable[[str], Rollout | None])
     driver = CanaryDriver(
         local_reader(settings),
         LocalTarget(settings),
-        tick_seconds=settings.loop_canary_tick_seconds,
+        tick_seconds=settings.loop.canary_tick_seconds,
         find=local_splits(lambda: status(settings), rollout_of),
     )
     return driver.start()
-
-
-def _ksvc(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:
-    from knative.manifests.common import KSVC_API
-
-    ref = {
-        "apiVersion": KSVC_API,
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-    }
-    found = cluster.get(ref)
-    if found is None:
-        raise ValueError(f"no Knative Service {name!r} in namespace {namespace!r}")
-    return found
-
-
-def knative_reader(cluster: Cluster, namespace: str) -> Reader:
-    """Per-revision counters of a Knative Service, through the URL of each tagged target."""
-
-    def read(function: str) -> dict[str, RevisionStats]:
-        traffic = (_ksvc(cluster, function, namespace).get("status") or {}).get("traffic") or []
-        return {
-            t["revisionName"]: scrape(t["revisionName"], [t["url"]])
-            for t in traffic
-            if t.get("revisionName") and t.get("url")
-        }
-
-    return read
-
-
-def knative_splits(cluster: Cluster, namespace: str, rollouts: dict[str, Rollout]) -> Finder:
-    """Canaries on a cluster: Services with ``strategy="canary"`` whose ``candidate`` tag
-    (set by ``mlfn rollout --percent``) holds a share strictly between 0 and 100%."""
-
-    def find() -> list[Split]:
-        out = []
-        for name, rollout in rollouts.items():
-            if rollout.strategy != "canary":
-                continue
-            traffic = (_ksvc(cluster, name, namespace).get("status") or {}).get("traffic") or []
-            tags = {t.get("tag"): t for t in traffic}
-            cand, cur = tags.get("candidate"), tags.get("current")
-            if cand and cur and 0 < int(cand.get("percent", 0)) < 100:
-                out.append(Split(name, rollout, cand["revisionName"], cur["revisionName"]))
-        return out
-
-    return find

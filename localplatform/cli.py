@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
 
 __all__ = ["COMMANDS"]
 
@@ -38,7 +38,7 @@ __all__ = ["COMMANDS"]
 )
 @click.pass_obj
 def dev(
-    settings: Settings,
+    settings: LocalRoot,
     port: int | None,
     broker_port: int,
     bootstrap: str | None,
@@ -64,15 +64,15 @@ def dev(
         from eventing.cli import check_bootstrap
 
         check_bootstrap(bootstrap)
-        settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
+        settings = settings.updated(eventing={"bootstrap_servers": bootstrap})
     from runtime.logs import configure
 
-    configure(settings.log_level, settings.log_format)
+    configure(settings.common.log_level, settings.common.log_format)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     options = DevOptions(
-        port=settings.platform_port if port is None else port,
+        port=settings.platform.port if port is None else port,
         broker_port=broker_port,
-        eventing=settings.platform_eventing if eventing is None else eventing,
+        eventing=settings.platform.eventing if eventing is None else eventing,
     )
     code = run(settings, options)
     if code:

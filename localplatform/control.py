@@ -7,57 +7,26 @@ functions read it and call the gateway's ``/_mlfn/`` API over loopback HTTP.
 from __future__ import annotations
 
 import json
-import os
-import urllib.error
-import urllib.request
 from typing import Any
 
+import urllib3
+
 from localplatform.errors import PlatformRequestError
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
+from runtime.localstate import running_platform
 
-__all__ = ["format_status", "request", "rollout", "running_bootstrap", "status", "status_text"]
-
-
-def _running(settings: Settings) -> dict[str, Any]:
-    from localplatform.dev import run_file
-
-    path = run_file(settings)
-    hint = "start it with `make dev` (or `mlfn dev`), or pass --cluster for Knative"
-    try:
-        info: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConnectionError(f"no local platform is running (no {path}); {hint}") from None
-    except (OSError, ValueError) as err:
-        raise ConnectionError(f"cannot read {path}: {err}; {hint}") from err
-    pid = int(info.get("pid", 0))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        raise ConnectionError(
-            f"the local platform that wrote {path} (pid {pid}) is gone; {hint}"
-        ) from None
-    except PermissionError:
-        pass
-    return info
+__all__ = ["format_status", "request", "rollout", "status", "status_text"]
 
 
-def running_bootstrap(settings: Settings) -> str | None:
-    """The Kafka bootstrap of the running ``mlfn dev`` (its embedded broker), if any.
-
-    For commands like ``mlfn produce`` that should find the broker without ``--bootstrap``.
-    """
-    try:
-        bootstrap = _running(settings).get("bootstrap")
-    except ConnectionError:
-        return None
-    return str(bootstrap) if bootstrap else None
+def _running(settings: LocalRoot) -> dict[str, Any]:
+    return running_platform(settings.common.home)
 
 
-def _endpoint(settings: Settings) -> str:
+def _endpoint(settings: LocalRoot) -> str:
     return str(_running(settings)["control"])
 
 
-def request(settings: Settings, path: str, payload: dict[str, Any] | None = None) -> Any:
+def request(settings: LocalRoot, path: str, payload: dict[str, Any] | None = None) -> Any:
     """Call the running platform's API; return the decoded JSON answer.
 
     Raises:
@@ -65,28 +34,33 @@ def request(settings: Settings, path: str, payload: dict[str, Any] | None = None
         PlatformRequestError: the platform refused the request (the message says why).
     """
     url = f"{_endpoint(settings)}/{path}"
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        try:
-            message = json.loads(err.read()).get("error", str(err))
-        except ValueError:
-            message = str(err)
-        raise PlatformRequestError(message) from err
-    except (urllib.error.URLError, OSError) as err:
+        resp = urllib3.request(
+            "POST" if payload is not None else "GET",
+            url,
+            body=json.dumps(payload).encode() if payload is not None else None,
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+            retries=False,
+        )
+    except urllib3.exceptions.HTTPError as err:
         raise ConnectionError(f"the local platform at {url} does not answer: {err}") from err
+    if resp.status >= 400:
+        try:
+            message = json.loads(resp.data).get("error", resp.reason)
+        except (ValueError, AttributeError):
+            message = f"{resp.status} {resp.reason}"
+        raise PlatformRequestError(str(message))
+    return json.loads(resp.data)
 
 
-def status(settings: Settings) -> dict[str, Any]:
+def status(settings: LocalRoot) -> dict[str, Any]:
     """The running platform's state as JSON (``GET /_mlfn/status``)."""
     result: dict[str, Any] = request(settings, "status")
     return result
 
 
-def status_text(settings: Settings) -> str:
+def status_text(settings: LocalRoot) -> str:
     """``mlfn status`` for the local platform: functions, revisions, instances, events.
 
     Raises:
@@ -96,7 +70,7 @@ def status_text(settings: Settings) -> str:
 
 
 def rollout(
-    settings: Settings, function: str, *, percent: int | None, promote: bool, rollback: bool
+    settings: LocalRoot, function: str, *, percent: int | None, promote: bool, rollback: bool
 ) -> str:
     """Move traffic between the latest and the previous revision of ``function``.
 

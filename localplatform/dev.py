@@ -3,7 +3,7 @@
 Start: the embedded broker and the zygote (which imports the functions) in parallel, then
 the gateway, then the eventing plane whose dispatchers POST to the gateway (so events
 wake functions from zero as HTTP requests do). One line on stdout says where the gateway
-is once everything is up; a run file under ``settings.home`` lets ``mlfn status`` and
+is once everything is up; a run file under ``settings.common.home`` lets ``mlfn status`` and
 ``mlfn rollout`` find it.
 
 Stop (Ctrl-C or SIGTERM): the eventing plane first (it finishes and commits what it
@@ -27,7 +27,8 @@ from typing import Any
 
 from localplatform.gateway import Gateway
 from localplatform.serving import Serving
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
+from runtime import localstate
 from runtime.spec import FunctionSpec, Rollout
 
 __all__ = ["DevOptions", "run", "run_file"]
@@ -44,15 +45,15 @@ class DevOptions:
     eventing: bool = True
 
 
-def run_file(settings: Settings) -> Path:
+def run_file(settings: LocalRoot) -> Path:
     """Where a running ``mlfn dev`` writes its pid and ports."""
-    return settings.home / "platform" / "dev.json"
+    return localstate.run_file(settings.common.home)
 
 
 class _Broker:
     """The embedded broker, or nothing when an external Kafka is configured."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: LocalRoot, port: int) -> None:
         self.settings = settings
         self.port = port
         self.broker: Any = None
@@ -61,11 +62,11 @@ class _Broker:
 
     def start(self) -> str:
         """Start the broker (in a worker thread); a stop that came first wins."""
-        if self.settings.bootstrap_servers:
-            return self.settings.bootstrap_servers
+        if self.settings.eventing.bootstrap_servers:
+            return self.settings.eventing.bootstrap_servers
         from eventing.broker import EmbeddedBroker
 
-        log_file = self.settings.home / "platform" / "broker.log"
+        log_file = self.settings.common.home / "platform" / "broker.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         broker = EmbeddedBroker(self.port, log_file=log_file).start()
         with self._lock:
@@ -86,7 +87,7 @@ class _Broker:
 class DevPlatform:
     """Everything ``mlfn dev`` runs, with an explicit start and a bounded stop."""
 
-    def __init__(self, settings: Settings, options: DevOptions) -> None:
+    def __init__(self, settings: LocalRoot, options: DevOptions) -> None:
         self.settings = settings
         self.options = options
         self.serving = Serving(settings)
@@ -110,7 +111,7 @@ class DevPlatform:
         await self.serving.start()
         if broker is not None:
             self.bootstrap = await broker
-        await self.gateway.start(self.settings.platform_host, self.options.port)
+        await self.gateway.start(self.settings.platform.host, self.options.port)
         if self.bootstrap is not None:
             await loop.run_in_executor(None, self._start_plane)
         self._write_run_file()
@@ -151,7 +152,7 @@ class DevPlatform:
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {
             "pid": os.getpid(),
-            "gateway": f"http://{self.settings.platform_host}:{self.gateway.port}",
+            "gateway": f"http://{self.settings.platform.host}:{self.gateway.port}",
             "control": f"http://127.0.0.1:{self.gateway.port}/_mlfn",
             "bootstrap": self.bootstrap,
         }
@@ -162,7 +163,7 @@ class DevPlatform:
     def ready_line(self) -> str:
         names = ", ".join(self.serving.functions) or "none"
         line = (
-            f"mlfn dev ready: gateway http://{self.settings.platform_host}:{self.gateway.port} "
+            f"mlfn dev ready: gateway http://{self.settings.platform.host}:{self.gateway.port} "
             f"(functions: {names}"
         )
         if self.bootstrap:
@@ -171,7 +172,7 @@ class DevPlatform:
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
-        grace = self.settings.platform_drain_seconds
+        grace = self.settings.platform.drain_seconds
         if self.canary is not None:
             await loop.run_in_executor(None, self.canary.stop)
         if self.plane is not None:
@@ -190,7 +191,7 @@ class DevPlatform:
                 path.unlink()
 
 
-async def _main(settings: Settings, options: DevOptions) -> int:
+async def _main(settings: LocalRoot, options: DevOptions) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     why: list[str] = []
@@ -223,7 +224,7 @@ async def _main(settings: Settings, options: DevOptions) -> int:
     return code
 
 
-def run(settings: Settings, options: DevOptions) -> int:
+def run(settings: LocalRoot, options: DevOptions) -> int:
     """Run the platform until Ctrl-C/SIGTERM; return the exit code."""
     factory: Any = None
     try:

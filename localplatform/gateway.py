@@ -66,7 +66,7 @@ class Gateway:
         try:
             self._server = await loop.create_server(
                 lambda: DownstreamProtocol(
-                    self.handle, self._connections, self.settings.max_body_bytes
+                    self.handle, self._connections, self.settings.server.max_body_bytes
                 ),
                 host,
                 port,
@@ -106,7 +106,11 @@ class Gateway:
             return
         serving = self.serving
         found = route(
-            req.host, req.path, serving.functions, self.settings.namespace, self.settings.domain
+            req.host,
+            req.path,
+            serving.functions,
+            self.settings.common.namespace,
+            self.settings.platform.domain,
         )
         if found is None:
             down.send(
@@ -114,7 +118,7 @@ class Gateway:
                     404,
                     f"no function for host {(req.host or b'').decode('latin-1')!r} and path "
                     f"{req.path.decode('latin-1')!r}; use /<function>/... or the Host header "
-                    f"<function>.{self.settings.namespace}.{self.settings.domain}",
+                    f"<function>.{self.settings.common.namespace}.{self.settings.platform.domain}",
                     functions=sorted(serving.functions),
                 ),
                 req.keep_alive,
@@ -191,9 +195,9 @@ class Gateway:
         """The platform's state, as ``GET /_mlfn/status`` returns it."""
         await self.serving.refresh_models()
         out: dict[str, Any] = {
-            "gateway": f"http://{self.settings.platform_host}:{self.port}",
-            "namespace": self.settings.namespace,
-            "domain": self.settings.domain,
+            "gateway": f"http://{self.settings.platform.host}:{self.port}",
+            "namespace": self.settings.common.namespace,
+            "domain": self.settings.platform.domain,
             "functions": self.serving.snapshot(),
         }
         if self.extra_status is not None:

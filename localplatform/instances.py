@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runtime.settings import Settings
+import urllib3
+
+from localplatform.settings import LocalRoot
 
 __all__ = ["ZygoteClient", "ZygoteError", "fetch", "probe_ready"]
 
@@ -36,7 +38,7 @@ class ZygoteClient:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: LocalRoot,
         on_event: Callable[[Event], None],
         generation: int,
         on_lost: Callable[[ZygoteClient], None] | None = None,
@@ -84,8 +86,8 @@ class ZygoteClient:
         )
         config = {
             "settings": self.settings.model_dump(mode="json"),
-            "server": self.settings.platform_server,
-            "preload": [m.strip() for m in self.settings.platform_preload.split(",") if m.strip()],
+            "server": self.settings.platform.server,
+            "preload": [m.strip() for m in self.settings.platform.preload.split(",") if m.strip()],
             "host": "127.0.0.1",
         }
         self._write(config)
@@ -106,7 +108,7 @@ class ZygoteClient:
         if hello.get("ev") != "hello":
             await self.stop(0)
             raise ZygoteError(
-                f"cannot load the functions package {self.settings.functions_package!r}: "
+                f"cannot load the functions package {self.settings.common.functions_package!r}: "
                 f"{hello.get('message', hello)}"
             )
         self.functions = hello["functions"]
@@ -152,7 +154,7 @@ class ZygoteClient:
                 "function": function,
                 "port": port,
                 "t": time.monotonic(),
-                "settings": {"model_version": model_version},
+                "settings": {"models": {"model_version": model_version}},
             }
         )
 
@@ -182,19 +184,25 @@ class ZygoteClient:
             proc.stdin.close()
 
 
+_HTTP = urllib3.PoolManager(maxsize=16, block=False, retries=False)
+"""The platform's client for its instances' ``/readyz`` and ``/metrics`` (loopback only)."""
+
+
 async def fetch(port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
-    """GET ``http://127.0.0.1:port/path`` on a fresh connection; (status, body)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-    try:
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-        )
-        data = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    return status, body
+    """GET ``http://127.0.0.1:port/path`` (off the event loop); (status, body).
+
+    Raises:
+        OSError: the instance does not answer (refused, reset, timed out).
+    """
+
+    def get() -> tuple[int, bytes]:
+        try:
+            r = _HTTP.request("GET", f"http://127.0.0.1:{port}{path}", timeout=timeout)
+        except urllib3.exceptions.HTTPError as err:
+            raise OSError(f"127.0.0.1:{port}{path}: {err}") from err
+        return r.status, r.data
+
+    return await asyncio.get_running_loop().run_in_executor(None, get)
 
 
 async def probe_ready(port: int, alive: Callable[[], bool], interval: float = 0.01) -> bool:

@@ -3,7 +3,7 @@
 Knative makes a new revision for every change of a Service's template; the local
 platform treats a new model version the same way. Every revision of an inference
 function with a model is *pinned* to one version (its instances run with
-``settings.model_version``), so a revision always serves the model it was created for.
+``settings.models.model_version``), so a revision always serves the model it was created for.
 :class:`ModelPointers` reads the store's ``latest`` pointer (a few bytes, as
 :class:`~runtime.models.ModelHandle` polls it) for the serving layer's watch loop, and moves
 it back when a rollout leaves it naming a version that serves no traffic.
@@ -17,7 +17,7 @@ import logging
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
 
 if TYPE_CHECKING:
     from runtime.models.store import ModelStore
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class ModelPointers:
     """The ``latest`` pointers of the model store that ``settings`` names."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalRoot) -> None:
         self.settings = settings
         self._store: ModelStore | None = None
 

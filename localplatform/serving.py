@@ -28,13 +28,14 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
-from localplatform.autoscaler import LocalDefaults, Policy
+from localplatform.autoscaler import Policy
+from localplatform.effective import effective_spec
 from localplatform.instances import ZygoteClient, fetch, probe_ready
 from localplatform.metrics import PlatformMetrics
 from localplatform.models import ModelPointers
 from localplatform.revisions import START_FAILURES_BEFORE_ERROR, ColdStart, Instance, Revision
 from localplatform.routing import Traffic
-from runtime.settings import Settings
+from localplatform.settings import LocalRoot
 from runtime.spec import FunctionSpec
 
 __all__ = ["FunctionState", "Serving"]
@@ -79,16 +80,9 @@ class FunctionState:
 class Serving:
     """All functions served by ``mlfn dev``; every method runs on the event loop."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: LocalRoot, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
-        self.local = LocalDefaults(
-            stable_window=settings.platform_stable_window_seconds,
-            scale_to_zero_grace=settings.platform_scale_to_zero_grace_seconds,
-            max_scale_up_rate=settings.platform_max_scale_up_rate,
-            max_scale_down_rate=settings.platform_max_scale_down_rate,
-            max_instances=settings.platform_max_instances,
-        )
         self.functions: dict[str, FunctionState] = {}
         self.zygotes: list[ZygoteClient] = []
         self.metrics = PlatformMetrics(self)
@@ -105,7 +99,7 @@ class Serving:
         """Start the first zygote, one revision per function, and the background loops."""
         await self._new_generation()
         self._loop_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
-        if self.settings.platform_watch_seconds > 0:
+        if self.settings.platform.watch_seconds > 0:
             self._watch_task = asyncio.create_task(self._watch_loop(), name="source-watch")
         self._model_task = asyncio.create_task(self._model_watch_loop(), name="model-watch")
 
@@ -120,7 +114,7 @@ class Serving:
         for fn in self.functions.values():
             for rev in fn.revisions.values():
                 rev.fail_waiters()
-        grace = self.settings.drain_seconds
+        grace = self.settings.server.drain_seconds
         await asyncio.gather(*(z.stop(grace) for z in self.zygotes))
         log.info("serving stopped: every instance and zygote has exited")
 
@@ -132,7 +126,7 @@ class Serving:
         self.zygotes.append(zygote)
         now = self.clock()
         for name, info in found.items():
-            spec = FunctionSpec.model_validate(info["spec"])
+            spec = effective_spec(FunctionSpec.model_validate(info["spec"]), self.settings.platform)
             fn = self.functions.get(name)
             if fn is None:
                 fn = self.functions[name] = FunctionState(name)
@@ -144,7 +138,7 @@ class Serving:
                 f"{name}-{number:05d}",
                 spec,
                 str(info["hash"]),
-                Policy.from_scaling(spec.scaling, self.local),
+                Policy.from_scaling(spec.scaling, self.settings.platform),
                 zygote.generation,
                 now,
                 self.poke,
@@ -229,7 +223,7 @@ class Serving:
             self._scale(rev, max(decision.desired, 1), now, decision.reason)
 
     async def _autoscale_loop(self) -> None:
-        tick = self.settings.platform_tick_seconds
+        tick = self.settings.platform.tick_seconds
         log.info("autoscaler started (tick %.2fs)", tick)
         try:
             while True:
@@ -268,7 +262,7 @@ class Serving:
             if any(rev.instances for rev in self._revisions_of(zygote.generation)):
                 continue
             log.info("zygote %d retired: no revision of it can get traffic", zygote.generation)
-            self._track(zygote.stop(self.settings.drain_seconds))
+            self._track(zygote.stop(self.settings.server.drain_seconds))
 
     def _scale(self, rev: Revision, desired: int, now: float, reason: str) -> None:
         if self._stopping:
@@ -434,7 +428,7 @@ class Serving:
 
     # --- new revisions from source changes ------------------------------------------------
     async def _watch_loop(self) -> None:
-        period = self.settings.platform_watch_seconds
+        period = self.settings.platform.watch_seconds
         log.info("watching the functions' source files every %.1fs", period)
         try:
             while True:
@@ -514,7 +508,7 @@ class Serving:
             f"{fn.name}-{len(fn.revisions) + 1:05d}",
             base.spec,
             base.source_hash,
-            Policy.from_scaling(base.spec.scaling, self.local),
+            Policy.from_scaling(base.spec.scaling, self.settings.platform),
             base.generation,
             now,
             self.poke,

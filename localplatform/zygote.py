@@ -66,11 +66,11 @@ class Zygote:
     """The zygote's state: its config, the registry, and the children it forked."""
 
     def __init__(self, config: dict[str, Any], out: int) -> None:
+        from localplatform.settings import LocalRoot
         from runtime.registry import discover
-        from runtime.settings import Settings
 
         self.out = out
-        self.settings = Settings.model_validate(config["settings"])
+        self.settings = LocalRoot.model_validate(config["settings"])
         self.host = str(config.get("host", "127.0.0.1"))
         started = time.monotonic()
         for name in config.get("preload", []):
@@ -79,7 +79,7 @@ class Zygote:
             except ImportError as err:
                 print(f"zygote: cannot preload {name}: {err}", file=sys.stderr)
         self.entry = resolve(config["server"])
-        self.registry = discover(self.settings.functions_package)
+        self.registry = discover(self.settings.common.functions_package)
         self.import_seconds = time.monotonic() - started
         self.children: dict[int, str] = {}
         self.pipes: dict[int, tuple[str, bytearray]] = {}
@@ -113,16 +113,17 @@ class Zygote:
         sys.stdout.flush()
         sys.stderr.flush()
         t_request = float(cmd.get("t", time.monotonic()))
-        overrides: dict[str, Any] = dict(cmd.get("settings") or {})
-        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        overrides: dict[str, Any] = dict(cmd.get("settings") or {})  # by section
+        settings = self.settings.updated(**overrides) if overrides else self.settings
+        pinned = overrides.get("models", {}).get("model_version")
         pid = os.fork()
         if pid == 0:  # the instance
             try:
                 os.close(read)
                 self._become_child(write, name)
                 os.environ.update(fn.spec.env)
-                if overrides.get("model_version") is not None:  # seen by subprocesses too
-                    os.environ["MLFN_MODEL_VERSION"] = str(overrides["model_version"])
+                if pinned is not None:  # seen by subprocesses too
+                    os.environ["MLFN_MODEL_VERSION"] = str(pinned)
                 else:
                     os.environ.pop("MLFN_MODEL_VERSION", None)
                 self.send({"ev": "phase", "id": name, "phase": "spawn", "t": time.monotonic()})
@@ -264,7 +265,7 @@ class Zygote:
                     for line in lines:
                         if line.strip() and not self.command(json.loads(line)):
                             return "shutdown requested"
-        self.shutdown(self.settings.drain_seconds)
+        self.shutdown(self.settings.server.drain_seconds)
         return stopping
 
 

@@ -1,4 +1,9 @@
-"""The ``mlfn`` entry point. Settings are read here, once, and passed down via the click context."""
+"""The ``mlfn`` entry point. Settings are read here, once, and passed down via the click context.
+
+Each package contributes the commands of its own floor (``eventing.cli``, ``knative.cli``,
+``localplatform.cli``); the commands that compose several (serve, invoke, job, list,
+status, rollout) are this package's own.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,12 @@ import sys
 import click
 from pydantic import ValidationError
 
-from runtime.settings import Settings
-
-_PACKAGES = ("runtime", "eventing", "knative", "localplatform")
+from eventing.cli import COMMANDS as EVENTING
+from knative.cli import COMMANDS as KNATIVE
+from localplatform.cli import COMMANDS as LOCALPLATFORM
+from mlfn.function_commands import COMMANDS as FUNCTIONS
+from mlfn.platform_commands import COMMANDS as PLATFORM
+from mlfn.settings import Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,7 +28,7 @@ def root(ctx: click.Context) -> None:
 
     Write preprocessing, inference and retraining as small Python functions in
     functions/; run them locally with `mlfn dev`, deploy them with `mlfn deploy`.
-    Settings come from MLFN_* environment variables (see README).
+    Settings come from MLFN_* environment variables (docs/settings.md).
     """
     try:
         ctx.obj = Settings()
@@ -28,16 +36,8 @@ def root(ctx: click.Context) -> None:
         raise click.UsageError(f"invalid MLFN_* setting: {err}") from err
 
 
-def _register() -> None:
-    import importlib
-
-    for package in _PACKAGES:
-        module = importlib.import_module(f"{package}.cli")
-        for command in module.COMMANDS:
-            root.add_command(command)
-
-
-_register()
+for command in (*FUNCTIONS, *EVENTING, *LOCALPLATFORM, *KNATIVE, *PLATFORM):
+    root.add_command(command)
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ User code in ``functions/`` imports only from here::
     from runtime import inference, event, CloudEvent, Context
 """
 
-from eventing.codec import CloudEvent, new_event
 from runtime.context import Context
 from runtime.datasets import DataRange, DatasetStore, Row
 from runtime.errors import (
@@ -17,6 +16,7 @@ from runtime.errors import (
     ModelStoreError,
     SpecError,
 )
+from runtime.events import CloudEvent, new_event
 from runtime.function import Function, event, inference
 from runtime.models import LoadedModel, ModelHandle, ModelStore, open_model, register_bootstrap
 from runtime.spec import (

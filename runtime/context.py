@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
 from runtime.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["Context"]
 
@@ -22,10 +25,13 @@ class Context:
         logger: a logger whose records carry the request id.
         models: the model store (``runtime.models``).
         datasets: the dataset store (``runtime.datasets``).
+        emitters: where the retraining loop's announcements go (see
+            :mod:`runtime.retraining.emit`); None: the runtime's default.
     """
 
     spec: FunctionSpec
-    settings: Settings
+    settings: RuntimeSettings
     logger: logging.Logger
     models: Any = None
     datasets: Any = None
+    emitters: EmitterFactory | None = None

@@ -1,40 +1,80 @@
-"""Settings, read once at the entry point from ``MLFN_*`` environment variables.
+"""Settings of the runtime, read once at the entry point from ``MLFN_*`` environment variables.
 
-Library code receives a :class:`Settings` object; it never reads ``os.environ``.
-Each package owns a section below; add fields to your own section only.
+Library code receives a settings object; it never reads ``os.environ``. Each package owns
+a section (a ``BaseSettings`` with its own env prefix) declared in its own
+``settings.py``; the roots compose sections, one floor at a time:
+
+- :class:`RuntimeSettings` (here): ``common``, ``server``, ``models``, ``loop``: what
+  ``mlfn serve`` needs;
+- ``eventing.settings.EventingRoot`` adds ``eventing``; ``localplatform.settings.LocalRoot``
+  adds ``platform``; ``knative.settings.ClusterRoot`` adds ``knative``;
+- ``mlfn.settings.Settings``, the root the command line reads, has them all.
+
+Every default is declared once, on its field, with a ``description`` from which
+``docs/settings.md`` is generated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Self
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = [
+    "CommonSettings",
+    "LoopSettings",
+    "ModelSettings",
+    "RuntimeSettings",
+    "Section",
+    "ServerSettings",
+    "default_of",
+]
 
 
-class Settings(BaseSettings):
-    """All of mlfn's settings. Every field is ``MLFN_<FIELD>`` in the environment."""
+class Section(BaseSettings):
+    """A settings section: frozen, ``MLFN_<FIELD>`` in the environment unless it says otherwise."""
 
     model_config = SettingsConfigDict(env_prefix="MLFN_", extra="ignore", frozen=True)
 
-    # --- common ------------------------------------------------------------------
+
+def default_of(section: type[BaseSettings], name: str) -> Any:
+    """The default declared on a section's field, for code that must not repeat it.
+
+    Example:
+        >>> default_of(ServerSettings, "queue_depth")
+        256
+    """
+    return section.model_fields[name].get_default(call_default_factory=True)
+
+
+class CommonSettings(Section):
+    """Settings every package reads."""
+
     functions_package: str = Field(
         default="functions", description="Python package whose modules hold the functions"
     )
     home: Path = Field(default=Path(".mlfn"), description="local state: model and dataset stores")
     namespace: str = Field(default="default", description="Knative namespace (and local one)")
-    log_level: str = "INFO"
-    log_format: str = Field(default="json", description="json or text")
+    log_level: str = Field(default="INFO", description="root log level")
+    log_format: str = Field(default="json", description="log lines: json or text")
 
-    # --- runtime (server) ---------------------------------------------------------
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+
+class ServerSettings(Section):
+    """The server that runs one function (``mlfn serve``)."""
+
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="larger request bodies are answered 413"
+    )
     drain_seconds: float = Field(default=20.0, ge=0, description="SIGTERM grace period")
     queue_depth: int = Field(
         default=256, ge=0, description="requests that may wait beyond containerConcurrency"
     )
-    queue_timeout_seconds: float = Field(default=10.0, gt=0)
+    queue_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="how long a queued request waits before a 503"
+    )
     max_json_depth: int = Field(
         default=64,
         ge=1,
@@ -53,9 +93,14 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="how long `mlfn invoke` waits for the model to load"
     )
 
-    # --- models -----------------------------------------------------------------
-    model_store: Path | None = Field(default=None, description="default: HOME/models")
-    dataset_store: Path | None = Field(default=None, description="default: HOME/datasets")
+
+class ModelSettings(Section):
+    """The model and dataset stores."""
+
+    model_store: Path | None = Field(default=None, description="model store; unset: HOME/models")
+    dataset_store: Path | None = Field(
+        default=None, description="dataset store; unset: HOME/datasets"
+    )
     model_bootstrap: bool = Field(
         default=True,
         description="train a model's bootstrap version when the store has none (off in production)",
@@ -66,83 +111,58 @@ class Settings(BaseSettings):
         description="serve exactly this version and do not follow `latest` (a pinned revision)",
     )
 
-    # --- eventing ---------------------------------------------------------------
-    bootstrap_servers: str | None = Field(
-        default=None, description="external Kafka HOST:PORT; unset: the embedded broker"
-    )
-    partitions: int = Field(default=4, ge=1, description="partitions of topics mlfn creates")
-    max_record_bytes: int = Field(
-        default=1024 * 1024, ge=1, description="larger record values are dead-lettered"
-    )
-    max_in_flight: int = Field(
-        default=32,
-        ge=1,
-        le=1024,
-        description="unordered delivery: requests in flight per partition",
-    )
-    dispatch_workers: int = Field(default=64, ge=1, description="delivery threads per dispatcher")
-    session_timeout_ms: int = Field(
-        default=6000, ge=1000, description="consumer-group session timeout (joins take ~half)"
-    )
 
-    # --- knative ----------------------------------------------------------------
-    registry: str = Field(default="registry.local/mlfn", description="image registry")
-    kube_context: str | None = Field(default=None, description="kubeconfig context; unset: current")
-    kafka_bootstrap_servers: str = Field(
-        default="my-cluster-kafka-bootstrap.kafka:9092",
-        description="Kafka HOST:PORT as seen from inside the cluster (KafkaSource, broker, sinks)",
-    )
-    kafka_namespace: str = Field(default="kafka", description="namespace of the in-cluster Kafka")
-    kafka_replication_factor: int = Field(default=3, ge=1, description="broker topic replicas")
-    ingress_namespace: str = Field(
-        default="kourier-system", description="namespace of the Knative ingress gateway"
-    )
-    deploy_timeout_seconds: float = Field(default=300.0, gt=0, description="wait for Ready")
+class LoopSettings(Section):
+    """The closed ML loop (``MLFN_LOOP_*``)."""
 
-    # --- local platform ---------------------------------------------------------
-    domain: str = Field(default="example.com", description="host suffix <fn>.<ns>.<domain>")
-    platform_host: str = Field(default="127.0.0.1", description="address the gateway binds")
-    platform_port: int = Field(default=8080, ge=0, le=65535, description="gateway port; 0: free")
-    platform_server: str = Field(
-        default="runtime.server:run",
-        description="module:callable(function, settings, port, host) each instance runs",
-    )
-    platform_preload: str = Field(
-        default="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
-        description="modules the zygote imports before forking instances (comma-separated)",
-    )
-    platform_eventing: bool = Field(default=True, description="start broker + eventing plane")
-    platform_stable_window_seconds: float = Field(
-        default=6.0, ge=1, description="local stable window, unless a function sets its own"
-    )
-    platform_scale_to_zero_grace_seconds: float = Field(default=2.0, ge=0)
-    platform_tick_seconds: float = Field(default=0.5, gt=0, description="autoscaler period")
-    platform_max_scale_up_rate: float = Field(default=1000.0, gt=1)
-    platform_max_scale_down_rate: float = Field(default=2.0, gt=1)
-    platform_max_instances: int = Field(
-        default=8, ge=1, description="cap per revision when a function's max_scale is 0"
-    )
-    platform_watch_seconds: float = Field(
-        default=1.0, ge=0, description="poll period for source changes (new revisions); 0: off"
-    )
-    platform_drain_seconds: float = Field(default=10.0, ge=0, description="shutdown grace")
+    model_config = SettingsConfigDict(env_prefix="MLFN_LOOP_", extra="ignore", frozen=True)
 
-    # --- ml loop ----------------------------------------------------------------
-    loop_broker_url: str | None = Field(
+    broker_url: str | None = Field(
         default=None,
         description="broker ingress URL for model.published/rejected (cluster); unset: Kafka",
     )
-    loop_keep_rejected: bool = Field(
+    keep_rejected: bool = Field(
         default=True, description="store rejected candidates (never made latest) for the record"
     )
-    loop_canary_tick_seconds: float = Field(
+    canary_tick_seconds: float = Field(
         default=1.0, gt=0, description="how often the local canary controller reads metrics"
     )
 
+
+class RuntimeSettings(BaseModel):
+    """The runtime's sections: everything one function's server needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    common: CommonSettings = Field(default_factory=CommonSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+
+    def updated(self, **sections: Mapping[str, Any]) -> Self:
+        """A copy with fields of some sections replaced, validated as the environment would be.
+
+        Example:
+            >>> RuntimeSettings().updated(server={"batching": False}).server.batching
+            False
+        """
+        changes: dict[str, Any] = {}
+        for name, values in sections.items():
+            section = getattr(self, name, None)
+            if not isinstance(section, Section):
+                raise ValueError(f"no settings section {name!r}; sections: {self._sections()}")
+            changes[name] = type(section)(**{**section.model_dump(), **dict(values)})
+        return self.model_copy(update=changes)
+
+    def _sections(self) -> str:
+        return ", ".join(
+            n for n in type(self).model_fields if isinstance(getattr(self, n), Section)
+        )
+
     @property
     def model_store_path(self) -> Path:
-        return self.model_store or self.home / "models"
+        return self.models.model_store or self.common.home / "models"
 
     @property
     def dataset_store_path(self) -> Path:
-        return self.dataset_store or self.home / "datasets"
+        return self.models.dataset_store or self.common.home / "datasets"

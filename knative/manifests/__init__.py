@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from knative.effective import effective_spec
 from knative.errors import RenderError
 from knative.manifests.admission import admission_problems
 from knative.manifests.common import Obj, RenderOptions
@@ -69,9 +70,12 @@ def render(
 ) -> Rendered:
     """Render every object for ``specs`` (or, with ``only``, one function plus shared objects).
 
+    The specs render as :func:`knative.effective.effective_spec` resolves them.
+
     Raises:
         RenderError: ``only`` names no function, or Knative would not admit an object.
     """
+    specs = [effective_spec(s) for s in specs]
     names = [s.name for s in specs]
     if only is not None and only not in names:
         raise RenderError(f"no function named {only!r}; found: {', '.join(names) or 'none'}")

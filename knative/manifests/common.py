@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventing.settings import EventingSettings
+from knative.settings import KnativeSettings
+from runtime.settings import CommonSettings, default_of
 from runtime.spec import Delivery, FunctionSpec, format_iso_duration
 
 __all__ = [
@@ -58,18 +61,18 @@ class RenderOptions:
         env: ``MLFN_*`` settings passed to every container.
     """
 
-    namespace: str = "default"
+    namespace: str = default_of(CommonSettings, "namespace")
     images: Mapping[str, str] = field(
         default_factory=lambda: {
             "cpu": "registry.local/mlfn/mlfn:latest",
             "cuda": "registry.local/mlfn/mlfn-cuda:latest",
         }
     )
-    bootstrap_servers: str = "my-cluster-kafka-bootstrap.kafka:9092"
-    kafka_namespace: str = "kafka"
-    ingress_namespace: str = "kourier-system"
-    partitions: int = 4
-    replication_factor: int = 3
+    bootstrap_servers: str = default_of(KnativeSettings, "kafka_bootstrap_servers")
+    kafka_namespace: str = default_of(KnativeSettings, "kafka_namespace")
+    ingress_namespace: str = default_of(KnativeSettings, "ingress_namespace")
+    partitions: int = default_of(EventingSettings, "partitions")
+    replication_factor: int = default_of(KnativeSettings, "kafka_replication_factor")
     env: Mapping[str, str] = field(default_factory=dict)
 
     def image_for(self, spec: FunctionSpec) -> str:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from knative.manifests.common import CONTAINER_PORT, KSVC_API, Obj, RenderOptions, metadata
 from runtime.spec import FunctionSpec, Scaling, Toleration, format_go_duration
 
 __all__ = [
-    "GPU_RETENTION",
     "autoscaling_annotations",
     "build_service",
     "container",
     "pod_placement",
 ]
-
-GPU_RETENTION = timedelta(minutes=5)
-"""Scale-to-zero retention for GPU functions whose spec sets none: a cold GPU start is slow."""
 
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 """The label NVIDIA's GPU operator (GPU feature discovery) puts on GPU nodes."""
@@ -31,20 +25,14 @@ def _num(value: float) -> str:
 
 
 def autoscaling_annotations(spec: FunctionSpec) -> dict[str, str]:
-    """``autoscaling.knative.dev/*`` annotations from ``spec.scaling``.
+    """``autoscaling.knative.dev/*`` annotations from ``spec.scaling``, as it is.
 
-    GPU functions get ML-friendly defaults where the spec leaves them unset:
-    ``initial-scale: 0`` (a new revision does not hold a GPU it does not use yet) and a
-    scale-to-zero retention period (keeps the warm GPU pod a while after traffic stops).
+    The back end's own defaults (GPU functions) are applied before, by
+    :func:`knative.effective.effective_spec`.
     """
     s: Scaling = spec.scaling
     initial = s.initial_scale
     retention = s.scale_to_zero_retention
-    if spec.is_gpu:
-        if "initial_scale" not in s.model_fields_set:
-            initial = 0
-        if "scale_to_zero_retention" not in s.model_fields_set:
-            retention = GPU_RETENTION
     out = {
         "class": s.autoscaler_class,
         "metric": s.metric,

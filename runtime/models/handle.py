@@ -7,7 +7,7 @@ the same check at once (call it on a ``mlfn.model.published`` event). A swap rep
 a request holds the :class:`LoadedModel` it took with ``current()`` until it finishes.
 The handle follows the pointer both ways, so a rollback (``set_latest``) reaches serving too.
 
-A *pinned* handle (``version=N``, from ``settings.model_version`` / ``MLFN_MODEL_VERSION``)
+A *pinned* handle (``version=N``, from ``settings.models.model_version`` / ``MLFN_MODEL_VERSION``)
 loads exactly version N and never follows ``latest``: no poll thread, and ``refresh()``
 only logs why it does nothing. ``mlfn dev`` pins the instances of each revision to the
 version that revision was created for, so that a new version makes a new revision.
@@ -24,7 +24,7 @@ from typing import Any
 from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models.bootstrap import BootstrapHook, bootstrap_for
 from runtime.models.store import LocalModelStore, ModelStore
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
 from runtime.spec import ModelRef
 
 __all__ = ["LoadedModel", "ModelHandle", "open_model"]
@@ -233,14 +233,14 @@ class ModelHandle:
                 )
 
 
-def model_store(settings: Settings) -> LocalModelStore:
+def model_store(settings: RuntimeSettings) -> LocalModelStore:
     """The model store the settings name (``MLFN_MODEL_STORE``, default ``HOME/models``)."""
     return LocalModelStore(settings.model_store_path)
 
 
 def open_model(
     ref: ModelRef,
-    settings: Settings,
+    settings: RuntimeSettings,
     *,
     bootstrap: BootstrapHook | None = None,
     store: ModelStore | None = None,
@@ -253,12 +253,13 @@ def open_model(
             serves exactly that version and does not follow ``latest``).
         bootstrap: publishes a first version into an empty store; default: the hook
             registered for ``ref.name`` with ``@register_bootstrap``, unless
-            ``settings.model_bootstrap`` is off (``MLFN_MODEL_BOOTSTRAP=false``).
+            ``settings.models.model_bootstrap`` is off (``MLFN_MODEL_BOOTSTRAP=false``).
         store: default: the local store at ``settings.model_store_path``.
     """
     return ModelHandle(
         ref,
         store or model_store(settings),
-        bootstrap=bootstrap or (bootstrap_for(ref.name) if settings.model_bootstrap else None),
-        version=settings.model_version,
+        bootstrap=bootstrap
+        or (bootstrap_for(ref.name) if settings.models.model_bootstrap else None),
+        version=settings.models.model_version,
     )

@@ -6,13 +6,20 @@
 - :mod:`~runtime.retraining.gate`: the holdout evaluation gate and its verdict events
   (``mlfn.model.published`` / ``mlfn.model.rejected``).
 - :mod:`~runtime.retraining.progress`: training progress in logs and Prometheus metrics.
-- :mod:`~runtime.retraining.emit`: announcements to the broker (Kafka topic or HTTP ingress).
+- :mod:`~runtime.retraining.emit`: announcements to the broker (HTTP ingress here; the Kafka
+  emitters are in :mod:`eventing.sinks`, passed in by whoever starts the server).
 - :mod:`~runtime.retraining.loop`: :class:`RetrainLoop` and :func:`loop_for`, what a retrain
   function calls.
 """
 
 from runtime.retraining.driver import RetrainDriver
-from runtime.retraining.emit import EmitError, Emitter, HttpEmitter, KafkaEmitter, emitter_for
+from runtime.retraining.emit import (
+    EmitError,
+    Emitter,
+    EmitterFactory,
+    HttpEmitter,
+    default_emitters,
+)
 from runtime.retraining.gate import (
     MODEL_PUBLISHED,
     MODEL_REJECTED,
@@ -40,9 +47,9 @@ __all__ = [
     "Decision",
     "EmitError",
     "Emitter",
+    "EmitterFactory",
     "FitFn",
     "HttpEmitter",
-    "KafkaEmitter",
     "Outcome",
     "Progress",
     "RetrainDriver",
@@ -52,7 +59,7 @@ __all__ = [
     "TrainingMetrics",
     "Verdict",
     "close_loops",
-    "emitter_for",
+    "default_emitters",
     "in_holdout",
     "judge",
     "loop_for",

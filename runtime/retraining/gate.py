@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from eventing.codec import CloudEvent, new_event
 from runtime.datasets import DataRange
 from runtime.errors import ModelNotFoundError, ModelStoreError
+from runtime.events import CloudEvent, new_event
 from runtime.function import MODEL_PUBLISHED
 from runtime.models.store import ModelStore, ModelVersion
 

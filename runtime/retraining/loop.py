@@ -33,7 +33,7 @@ from runtime.datasets import Dataset, DatasetStore, Row
 from runtime.errors import ModelNotFoundError, SpecError
 from runtime.models.store import ModelStore
 from runtime.retraining.driver import RetrainDriver
-from runtime.retraining.emit import Emitter, emitter_for
+from runtime.retraining.emit import Emitter, default_emitters
 from runtime.retraining.gate import (
     HOLDOUT_SCHEME,
     Verdict,
@@ -344,7 +344,8 @@ def loop_for(
         loop = _LOOPS.get(key)
         if loop is None:
             if emit is None:
-                emit = emitter_for(ctx.settings, spec.reply_to_broker)
+                emitters = ctx.emitters or default_emitters(ctx.settings)
+                emit = emitters(spec.reply_to_broker)
                 _OWNED[key] = emit
             loop = RetrainLoop(
                 spec.retrain,
@@ -354,7 +355,7 @@ def loop_for(
                 emit=emit,
                 backend=backend,
                 source=f"/mlfn/functions/{spec.name}",
-                keep_rejected=ctx.settings.loop_keep_rejected,
+                keep_rejected=ctx.settings.loop.keep_rejected,
             ).start()
             _LOOPS[key] = loop
         return loop

@@ -13,13 +13,17 @@ from runtime.server.app import App, Request, Response, create_app
 
 if TYPE_CHECKING:
     from runtime.function import Function
-    from runtime.settings import Settings
+    from runtime.settings import RuntimeSettings
 
 __all__ = ["App", "Request", "Response", "create_app", "run"]
 
 
 def run(
-    function: Function, settings: Settings, port: int = 8080, host: str = "127.0.0.1", **kw: Any
+    function: Function,
+    settings: RuntimeSettings,
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    **kw: Any,
 ) -> None:
     """Serve ``function`` under gunicorn; see :func:`runtime.server.serve.run`."""
     from runtime.server.serve import run as _run

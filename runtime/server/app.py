@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.function import Function
 from runtime.logs import request_context
@@ -25,7 +25,10 @@ from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
 from runtime.server.limits import ConcurrencyLimiter, Paused, ShedReport, cooperative_sleep
 from runtime.server.metrics import CONTENT_TYPE, Metrics
 from runtime.server.nesting import check_depth
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["App", "Request", "Response", "create_app"]
 
@@ -89,10 +92,10 @@ class Response:
         return json.loads(self.body)
 
 
-ModelOpener = Callable[[Function, Settings], ModelSource | None]
+ModelOpener = Callable[[Function, RuntimeSettings], ModelSource | None]
 
 
-def _open_model(function: Function, settings: Settings) -> ModelSource | None:
+def _open_model(function: Function, settings: RuntimeSettings) -> ModelSource | None:
     if function.spec.model is None:
         return None
     from runtime.models import open_model  # heavy (scikit-learn): loaded in the background
@@ -107,10 +110,10 @@ class App:
     def __init__(
         self,
         function: Function,
-        settings: Settings,
+        settings: RuntimeSettings,
         *,
         model_opener: ModelOpener = _open_model,
-        batching: bool = True,
+        emitters: EmitterFactory | None = None,
         started_at: float | None = None,
     ) -> None:
         self.function = function
@@ -122,11 +125,11 @@ class App:
 
             expose(self.metrics.registry)
         self.metrics.phase("imports_done")
-        self.dispatcher = Dispatcher(function, settings, self.metrics, batching=batching)
+        self.dispatcher = Dispatcher(function, settings, self.metrics, emitters=emitters)
         self.limiter = ConcurrencyLimiter(
             function.spec.scaling.container_concurrency,
-            settings.queue_depth,
-            settings.queue_timeout_seconds,
+            settings.server.queue_depth,
+            settings.server.queue_timeout_seconds,
         )
         shed = self.metrics.shed
         self.shed_report = ShedReport(lambda reason: shed.labels(function.name, reason).inc(), log)
@@ -139,7 +142,7 @@ class App:
         if self.spec.kind == "http":
             from runtime.server.plain import flask_app
 
-            self._flask = flask_app(function, settings.max_body_bytes)
+            self._flask = flask_app(function, settings.server.max_body_bytes)
         self._alias = f"/{function.name}"
 
     # --- lifecycle --------------------------------------------------------------------
@@ -268,7 +271,7 @@ class App:
         return resp
 
     def _read_body(self, environ: Mapping[str, Any]) -> bytes:
-        limit = self.settings.max_body_bytes
+        limit = self.settings.server.max_body_bytes
         n = _content_length(environ.get("CONTENT_LENGTH"))
         stream = environ["wsgi.input"]
         if n is not None:
@@ -285,7 +288,7 @@ class App:
     def _too_large(self, n: int | None) -> str:
         size = f"{n} bytes" if n is not None else "the body"
         return (
-            f"{size} is over the limit of {self.settings.max_body_bytes} bytes; "
+            f"{size} is over the limit of {self.settings.server.max_body_bytes} bytes; "
             "send smaller requests or raise MLFN_MAX_BODY_BYTES"
         )
 
@@ -335,7 +338,7 @@ class App:
         with request_context(rid):
             try:
                 length = _content_length(environ.get("CONTENT_LENGTH"))
-                if length is not None and length > self.settings.max_body_bytes:
+                if length is not None and length > self.settings.server.max_body_bytes:
                     raise e.PayloadTooLarge(self._too_large(length))
                 with self.limiter.slot():
                     body = b"".join(self._flask(environ, capture))
@@ -415,7 +418,7 @@ class App:
                 headers={"Retry-After": "1"},
             )
         with self.limiter.slot():
-            check_depth(req.body, self.settings.max_json_depth)
+            check_depth(req.body, self.settings.server.max_json_depth)
             return call()
 
     def _events(self, req: Request) -> tuple[int, dict[str, str], bytes]:
@@ -494,10 +497,10 @@ def _json(obj: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
 
 def create_app(
     function: Function,
-    settings: Settings,
+    settings: RuntimeSettings,
     *,
     model_opener: ModelOpener = _open_model,
-    batching: bool = True,
+    emitters: EmitterFactory | None = None,
     start: bool = True,
     started_at: float | None = None,
 ) -> App:
@@ -510,12 +513,12 @@ def create_app(
 
     Example:
         >>> from runtime.registry import discover
-        >>> from runtime.settings import Settings
-        >>> app = create_app(discover("functions").get("predict"), Settings())  # doctest: +SKIP
+        >>> from runtime.settings import RuntimeSettings
+        >>> app = create_app(discover("functions").get("predict"), RuntimeSettings())  # doctest: +SKIP
         >>> app.wait_ready(30)  # doctest: +SKIP
         True
     """
     app = App(
-        function, settings, model_opener=model_opener, batching=batching, started_at=started_at
+        function, settings, model_opener=model_opener, emitters=emitters, started_at=started_at
     )
     return app.start() if start else app

@@ -14,11 +14,11 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from eventing import codec
+from runtime import events
 from runtime.context import Context
 from runtime.errors import InvalidEvent
 from runtime.function import Function
@@ -26,7 +26,10 @@ from runtime.server import oip
 from runtime.server.batching import Batcher, check_results
 from runtime.server.errors import BadRequest, UnsupportedMediaType, from_validation
 from runtime.server.metrics import Metrics
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["Dispatcher", "EventReply", "ModelSource"]
 
@@ -74,17 +77,20 @@ class Dispatcher:
         settings: settings read at the entry point.
         metrics: where batch sizes and the model version go.
         model: the model handle (inference functions with a model), or None.
-        batching: honour ``spec.batching`` (False calls the function once per request).
+        emitters: where the retraining loop's announcements go (``Context.emitters``).
+
+    ``settings.server.batching`` false calls the function once per request, whatever
+    ``spec.batching`` says.
     """
 
     def __init__(
         self,
         function: Function,
-        settings: Settings,
+        settings: RuntimeSettings,
         metrics: Metrics,
         model: ModelSource | None = None,
         *,
-        batching: bool = True,
+        emitters: EmitterFactory | None = None,
     ) -> None:
         self.function = function
         self.spec = function.spec
@@ -93,7 +99,10 @@ class Dispatcher:
         self.model = model
         self._version: object = None
         self._context = Context(
-            function.spec, settings, logging.getLogger(f"mlfn.fn.{function.name}")
+            function.spec,
+            settings,
+            logging.getLogger(f"mlfn.fn.{function.name}"),
+            emitters=emitters,
         )
         self.batcher: Batcher[BaseModel, BaseModel] | None = None
         # under gevent a request never yields while it runs the model: without a pause a
@@ -103,7 +112,11 @@ class Dispatcher:
             self._one = function.request_model
             self._many: TypeAdapter[list[Any]] = TypeAdapter(list[function.request_model])  # type: ignore[name-defined]
         spec_batching = function.spec.batching
-        if batching and spec_batching is not None and function.spec.kind == "inference":
+        if (
+            settings.server.batching
+            and spec_batching is not None
+            and function.spec.kind == "inference"
+        ):
             self.batcher = Batcher(
                 self._call,
                 spec_batching.max_batch_size,
@@ -253,17 +266,17 @@ class Dispatcher:
         """Events from binary, structured or batch mode; and whether it was a batch."""
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         try:
-            if ctype == codec.BATCH_CONTENT_TYPE:
-                return codec.from_http_batch(body), True
-            if not codec.is_cloudevent_http(headers):
+            if ctype == events.BATCH_CONTENT_TYPE:
+                return events.from_http_batch(body), True
+            if not events.is_cloudevent_http(headers):
                 raise UnsupportedMediaType(
                     f"{self.spec.name} takes CloudEvents: send binary mode (ce-* headers), "
-                    f"structured mode ({codec.STRUCTURED_CONTENT_TYPE}) or a batch "
-                    f"({codec.BATCH_CONTENT_TYPE}); got content type {ctype or 'none'!r} "
+                    f"structured mode ({events.STRUCTURED_CONTENT_TYPE}) or a batch "
+                    f"({events.BATCH_CONTENT_TYPE}); got content type {ctype or 'none'!r} "
                     "without ce-specversion"
                 )
-            return [codec.from_http_message(headers, body)], False
-        except codec.CodecError as err:
+            return [events.from_http_message(headers, body)], False
+        except events.CodecError as err:
             raise BadRequest(str(err)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as err:
             # the CloudEvents SDK trips over some malformed events (a specversion that is
@@ -283,7 +296,7 @@ class Dispatcher:
             return []
         replies = list(out) if isinstance(out, list | tuple) else [out]
         for r in replies:
-            if not isinstance(r, codec.CloudEvent):
+            if not isinstance(r, events.CloudEvent):
                 raise TypeError(
                     f"{self.spec.name} returned {type(r).__name__}; an event function returns "
                     "a CloudEvent, a list of them, or None"
@@ -297,14 +310,14 @@ class Dispatcher:
 
         ``each(event)`` wraps every call (the HTTP layer sets the request id there).
         """
-        events, batch = self.decode_events(headers, body)
+        received, batch = self.decode_events(headers, body)
         replies: list[Any] = []
-        for ev in events:
+        for ev in received:
             replies.extend(each(ev))
         if not replies:
             return EventReply(204, {}, b"")
         if batch or len(replies) > 1:
-            msg = codec.to_http_batch(replies)
+            msg = events.to_http_batch(replies)
         else:
-            msg = codec.to_http_binary(replies[0])
+            msg = events.to_http_binary(replies[0])
         return EventReply(200, msg.headers, msg.body)

@@ -7,15 +7,18 @@ dispatch core the HTTP server uses; remote calls send the same request over HTTP
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eventing import codec
+import urllib3
+
+from runtime import events
 from runtime.errors import MlfnError
 from runtime.function import Function
 from runtime.server.app import Request, create_app
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["InvokeError", "invoke_local", "invoke_remote", "render", "request_for"]
 
@@ -30,7 +33,7 @@ def request_for(
     """The HTTP request carrying ``payload``: a binary-mode CloudEvent for event functions,
     a JSON body otherwise."""
     if is_event:
-        msg = codec.to_http_binary(codec.new_event(event_type, "/mlfn/cli/invoke", payload))
+        msg = events.to_http_binary(events.new_event(event_type, "/mlfn/cli/invoke", payload))
         headers = {k.lower(): v for k, v in msg.headers.items()}
         return Request("POST", path, headers, msg.body)
     return Request("POST", path, {"content-type": "application/json"}, json.dumps(payload).encode())
@@ -42,25 +45,31 @@ def render(status: int, headers: dict[str, str], body: bytes) -> str:
     if not body:
         return json.dumps({"status": status, "reply": None})
     if "ce-specversion" in h:
-        return json.dumps(codec.event_to_dict(codec.from_http_message(h, body)), indent=2)
+        return json.dumps(events.event_to_dict(events.from_http_message(h, body)), indent=2)
     try:
         return json.dumps(json.loads(body), indent=2)
     except ValueError:
         return body.decode("utf-8", "replace")
 
 
-def invoke_local(function: Function, settings: Settings, req: Request) -> tuple[int, str]:
+def invoke_local(
+    function: Function,
+    settings: RuntimeSettings,
+    req: Request,
+    *,
+    emitters: EmitterFactory | None = None,
+) -> tuple[int, str]:
     """Load the function (and its model) here, answer ``req``, return status and output.
 
     Raises:
         InvokeError: the model did not load within ``MLFN_READY_TIMEOUT_SECONDS``.
     """
-    app = create_app(function, settings, batching=settings.batching)
+    app = create_app(function, settings, emitters=emitters)
     try:
-        if not app.wait_ready(settings.ready_timeout_seconds):
+        if not app.wait_ready(settings.server.ready_timeout_seconds):
             raise InvokeError(
                 app.load_error
-                or f"{function.name} was not ready after {settings.ready_timeout_seconds:g}s; "
+                or f"{function.name} was not ready after {settings.server.ready_timeout_seconds:g}s; "
                 "raise MLFN_READY_TIMEOUT_SECONDS"
             )
         resp = app.handle(req)
@@ -76,13 +85,15 @@ def invoke_remote(url: str, req: Request, timeout: float = 60.0) -> tuple[int, s
         InvokeError: the server cannot be reached.
     """
     target = url.rstrip("/") + req.path
-    http = urllib.request.Request(
-        target, data=req.body, headers=dict(req.headers), method=req.method
-    )
     try:
-        with urllib.request.urlopen(http, timeout=timeout) as r:
-            return r.status, render(r.status, dict(r.headers.items()), r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, render(err.code, dict(err.headers.items()), err.read())
-    except (urllib.error.URLError, OSError) as err:
+        r = urllib3.request(
+            req.method,
+            target,
+            body=req.body,
+            headers=dict(req.headers),
+            timeout=timeout,
+            retries=False,
+        )
+    except urllib3.exceptions.HTTPError as err:
         raise InvokeError(f"cannot reach {target}: {err}; is `mlfn serve` running there?") from err
+    return r.status, render(r.status, dict(r.headers.items()), r.data)

@@ -17,14 +17,17 @@ import math
 import socket
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
 from runtime.function import Function
 from runtime.server.app import App, create_app
 from runtime.server.metrics import process_start_time
-from runtime.settings import Settings
+from runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from runtime.retraining.emit import EmitterFactory
 
 __all__ = ["gunicorn_options", "run"]
 
@@ -32,16 +35,16 @@ log = logging.getLogger("mlfn.server")
 
 
 def gunicorn_options(
-    function: Function, settings: Settings, host: str, port: int
+    function: Function, settings: RuntimeSettings, host: str, port: int
 ) -> dict[str, Any]:
     """The gunicorn settings ``run`` uses (pure; printed by tests and docs)."""
     return {
         "bind": f"{host}:{port}",
         "workers": 1,
         "worker_class": "gevent" if function.spec.kind == "inference" else "gthread",
-        "threads": settings.threads,
+        "threads": settings.server.threads,
         "worker_connections": 1000,
-        "graceful_timeout": math.ceil(settings.drain_seconds),
+        "graceful_timeout": math.ceil(settings.server.drain_seconds),
         "timeout": max(30, function.spec.timeout_seconds),
         "keepalive": 75,
         "backlog": 2048,
@@ -163,26 +166,27 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 def run(
     function: Function,
-    settings: Settings,
+    settings: RuntimeSettings,
     port: int = 8080,
     host: str = "127.0.0.1",
     *,
-    batching: bool = True,
+    emitters: EmitterFactory | None = None,
     started_at: float | None = None,
 ) -> None:
     """Serve ``function`` until SIGTERM/SIGINT; returns after a graceful drain.
 
     The app (and its model) is created in the worker process, after gunicorn forks.
-    ``port=0`` binds a free port (read it from the log line or the socket).
+    ``port=0`` binds a free port (read it from the log line or the socket). ``emitters``
+    are where a retrain function's announcements go (see :mod:`runtime.retraining.emit`).
 
     Example:
         >>> from runtime.registry import discover
-        >>> run(discover("functions").get("predict"), Settings(), port=8080)  # doctest: +SKIP
+        >>> run(discover("functions").get("predict"), RuntimeSettings(), port=8080)  # doctest: +SKIP
     """
     started = started_at if started_at is not None else process_start_time()
     options = gunicorn_options(function, settings, host, port)
 
     def factory() -> App:
-        return create_app(function, settings, batching=batching, started_at=started)
+        return create_app(function, settings, emitters=emitters, started_at=started)
 
     _Gunicorn(options, factory).run()

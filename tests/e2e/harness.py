@@ -18,8 +18,9 @@ from eventing import codec
 from eventing._kafka import read_topic
 from eventing.broker import broker_topic
 from eventing.producer import EventProducer
+from mlfn.settings import Settings
+from runtime import events
 from runtime.models.store import LocalModelStore, ModelVersion
-from runtime.settings import Settings
 from tests.fixtures.servers import http_call
 
 PACKAGE = "tests.e2e.loopfns"
@@ -39,11 +40,9 @@ class Pipeline:
 
     @property
     def settings(self) -> Settings:
-        return Settings(
-            functions_package=PACKAGE,
-            home=self.home,
-            namespace=self.namespace,
-            bootstrap_servers=self.bootstrap,
+        return Settings().updated(
+            common={"functions_package": PACKAGE, "home": self.home, "namespace": self.namespace},
+            eventing={"bootstrap_servers": self.bootstrap},
         )
 
     @property
@@ -77,7 +76,7 @@ class Pipeline:
     def latest(self) -> int:
         return self.models.latest("digits")
 
-    def broker_events(self) -> Iterator[codec.CloudEvent]:
+    def broker_events(self) -> Iterator[events.CloudEvent]:
         for c in read_topic(self.bootstrap, broker_topic(self.namespace, "default"), limit_s=5):
             if codec.is_cloudevent_kafka(c.record.headers):
                 yield codec.from_kafka(c.record)
@@ -111,7 +110,7 @@ def on_dev(tmp_path: Path, raw_topic: str) -> Iterator[Pipeline]:
 
     settings = {
         "MLFN_FUNCTIONS_PACKAGE": PACKAGE,
-        "MLFN_PLATFORM_SERVER": "runtime.server:run",
+        "MLFN_PLATFORM_SERVER": "localplatform.instance:run",
         "MLFN_PLATFORM_PRELOAD": "flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         "MLFN_PLATFORM_EVENTING": "true",
         "MLFN_PLATFORM_WATCH_SECONDS": "0",

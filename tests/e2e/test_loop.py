@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventing.codec import event_data
 from runtime.datasets import DatasetStore
+from runtime.events import event_data
 from tests.e2e.harness import Pipeline, digits_rows, on_dev
 from tests.fixtures.platform import wait_for as wait_until
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from eventing import codec
 from eventing._kafka import read_topic
 from mlfn.cli import root
+from runtime import events
 from tests.eventing.conftest import read_until
 from tests.eventing.sink import Sink
 
@@ -93,9 +94,9 @@ def test_produce_json_lines_as_cloudevents(
     )
     assert r.exit_code == 0, r.output
     recs = read_until(bootstrap, topic, 2)
-    events = sorted((codec.from_kafka(c.record) for c in recs), key=lambda e: e["partitionkey"])
-    assert [e["type"] for e in events] == ["demo.x", "demo.x"]
-    assert [codec.event_data(e)["x"] for e in events] == [1, 2]
+    got = sorted((codec.from_kafka(c.record) for c in recs), key=lambda e: e["partitionkey"])
+    assert [e["type"] for e in got] == ["demo.x", "demo.x"]
+    assert [events.event_data(e)["x"] for e in got] == [1, 2]
     assert [c.record.key for c in sorted(recs, key=lambda c: c.record.key or b"")] == [b"a", b"b"]
 
 

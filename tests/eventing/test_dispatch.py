@@ -15,6 +15,7 @@ from eventing._kafka import Consumer, Producer, ensure_topics
 from eventing.codec import KafkaRecord
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.producer import EventProducer
+from runtime import events
 from runtime.spec import Delivery, EventBatch
 from tests.eventing.conftest import read_until, wait_until
 from tests.eventing.sink import Sink
@@ -49,8 +50,8 @@ def test_records_become_knative_events_and_poison_is_dead_lettered(
         KafkaRecord(b"{}", key=b"k", headers=[("ce_specversion", b"1.0"), ("ce_type", b"t")]),
         KafkaRecord(b'{"n": "reject"}', key=b"k", headers=list(JSON)),
     ]
-    ce = codec.to_kafka_binary(codec.new_event("mlfn.x", "/p", {"a": 1}, id="ce-1"), key="k")
-    ce_s = codec.to_kafka_structured(codec.new_event("mlfn.y", "/p", {"b": 2}, id="ce-2"), key="k")
+    ce = codec.to_kafka_binary(events.new_event("mlfn.x", "/p", {"a": 1}, id="ce-1"), key="k")
+    ce_s = codec.to_kafka_structured(events.new_event("mlfn.y", "/p", {"b": 2}, id="ce-2"), key="k")
     records = [
         good[0],
         poison[0],
@@ -107,8 +108,8 @@ def test_records_become_knative_events_and_poison_is_dead_lettered(
         "b": 2
     }
 
-    events = [codec.from_kafka(c.record) for c in dead]
-    by_id = {e["id"]: e for e in events}
+    dead_events = [codec.from_kafka(c.record) for c in dead]
+    by_id = {e["id"]: e for e in dead_events}
     assert set(by_id) == {f"partition:0/offset:{o}" for o in (1, 3, 6, 8)}
     assert "not valid JSON" in by_id["partition:0/offset:1"]["mlfnerror"]
     assert "2000 bytes" in by_id["partition:0/offset:3"]["mlfnerror"]
@@ -195,7 +196,7 @@ def test_batches_and_replies(
     run_dispatcher: Callable[[DispatcherConfig], Dispatcher],
 ) -> None:
     topic, replies = unique_topic("batch"), unique_topic("knative-broker")
-    reply = codec.to_http_batch([codec.new_event("mlfn.reply", "/sink", {"ok": True}, id="r1")])
+    reply = events.to_http_batch([events.new_event("mlfn.reply", "/sink", {"ok": True}, id="r1")])
     sink = make_sink(lambda ev: (200, reply.headers, reply.body))
     with EventProducer(bootstrap) as p:
         p.stream(topic, ({"n": i} for i in range(300)))
@@ -215,7 +216,7 @@ def test_batches_and_replies(
     assert sink.requests < 300 / 2  # they came in batches
     got = read_until(bootstrap, replies, sink.requests)
     ev = codec.from_kafka(got[0].record)
-    assert ev["type"] == "mlfn.reply" and codec.event_data(ev) == {"ok": True}
+    assert ev["type"] == "mlfn.reply" and events.event_data(ev) == {"ok": True}
     assert ("ce_type", b"mlfn.reply") in got[0].record.headers  # binary mode
     wait_until(lambda: d.stats.snapshot().counters["replies"] == sink.requests, 5, "reply count")
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from eventing import codec
 from eventing.broker import broker_topic
 from eventing.plane import EventingPlane, plan
 from eventing.producer import EventProducer
-from runtime.settings import Settings
+from mlfn.settings import Settings
+from runtime import events
 from runtime.spec import FunctionSpec, KafkaSource, Subscription
 from tests.eventing.conftest import wait_until
 from tests.eventing.sink import Sink
@@ -27,7 +27,7 @@ def fn(name: str, **kw: Any) -> FunctionSpec:
 
 
 def test_plan_names_groups_and_topics() -> None:
-    settings = Settings(namespace="ns1")
+    settings = Settings().updated(common={"namespace": "ns1"})
     specs = [
         fn("prep", sources=(KafkaSource(topics=("raw",)),), reply_to_broker="default"),
         fn(
@@ -73,13 +73,13 @@ def test_sources_triggers_filters_and_replies(
     plane_factory: Callable[..., EventingPlane],
 ) -> None:
     ns = f"t{uuid.uuid4().hex[:8]}"
-    settings = Settings(namespace=ns)
+    settings = Settings().updated(common={"namespace": ns})
     raw = f"raw-{ns}"
 
     def prep_reply(ev: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         n = json.loads(ev["data"])["n"]
         kind = "mlfn.features" if n % 2 == 0 else "other.features"
-        msg = codec.to_http_binary(codec.new_event(kind, "/prep", {"n": n}, id=f"f{n}"))
+        msg = events.to_http_binary(events.new_event(kind, "/prep", {"n": n}, id=f"f{n}"))
         return 200, msg.headers, msg.body
 
     sinks = {

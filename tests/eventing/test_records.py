@@ -11,6 +11,7 @@ from eventing import codec
 from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
 from eventing.records import RecordOrigin, dead_letter_event, record_to_event, wrap_record
+from runtime import events
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,7 @@ def test_plain_record_is_wrapped_as_knative_does() -> None:
         headers=[("content-type", b"application/json"), ("X-Trace_Id", b"abc")],
     )
     ev = record_to_event(rec, ORIGIN, max_bytes=100)
-    attrs = codec.attributes(ev)
+    attrs = events.attributes(ev)
     assert attrs["type"] == "dev.knative.kafka.event"
     assert attrs["source"] == "/apis/v1/namespaces/ns1/kafkasources/src#digits.raw"
     assert attrs["id"] == "partition:2/offset:41"
@@ -34,23 +35,23 @@ def test_plain_record_is_wrapped_as_knative_does() -> None:
     assert attrs["kafkaheadercontenttype"] == "application/json"
     assert attrs["datacontenttype"] == "application/json"
     assert attrs["time"] == "2023-11-14T22:13:20.123Z"
-    msg = codec.to_http_binary(ev)
+    msg = events.to_http_binary(ev)
     assert msg.body == b'{"x": 1}'  # the value is passed unchanged
 
 
 def test_record_without_key_has_no_key_extensions() -> None:
-    attrs = codec.attributes(wrap_record(KafkaRecord(value=b"raw"), ORIGIN))
+    attrs = events.attributes(wrap_record(KafkaRecord(value=b"raw"), ORIGIN))
     assert "key" not in attrs and "partitionkey" not in attrs
     assert "datacontenttype" not in attrs
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_cloudevent_records_pass_through(mode: str) -> None:
-    ev = codec.new_event("mlfn.x", "/p", {"a": 1}, id="e1", myext="v")
+    ev = events.new_event("mlfn.x", "/p", {"a": 1}, id="e1", myext="v")
     rec = codec.to_kafka_binary(ev) if mode == "binary" else codec.to_kafka_structured(ev)
     out = record_to_event(rec, ORIGIN, max_bytes=1000)
     assert out["id"] == "e1" and out["type"] == "mlfn.x" and out["myext"] == "v"
-    assert codec.event_data(out) == {"a": 1}
+    assert events.event_data(out) == {"a": 1}
 
 
 @pytest.mark.parametrize(
@@ -83,12 +84,12 @@ def test_broker_topics_accept_cloudevents_only() -> None:
 
 
 def test_dead_letter_extensions() -> None:
-    ev = codec.new_event("t", "/s", {"a": 1}, id="1")
+    ev = events.new_event("t", "/s", {"a": 1}, id="1")
     body = b"e" * 2000
     out = dead_letter_event(ev, dest="http://sink/", code=500, data=body)
     assert out["knativeerrordest"] == "http://sink/"
     assert out["knativeerrorcode"] == "500"
     assert base64.b64decode(out["knativeerrordata"]) == body[:1024]
     bare = dead_letter_event(ev, dest="http://sink/", code=None, data=b"")
-    assert "knativeerrorcode" not in codec.attributes(bare)
-    assert json.loads(codec.to_http_binary(bare).body) == {"a": 1}
+    assert "knativeerrorcode" not in events.attributes(bare)
+    assert json.loads(events.to_http_binary(bare).body) == {"a": 1}

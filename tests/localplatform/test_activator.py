@@ -8,7 +8,8 @@ import pytest
 
 from localplatform.autoscaler import Policy
 from localplatform.revisions import START_FAILURES_BEFORE_ERROR, Instance, Revision, StartFailure
-from runtime.spec import FunctionSpec
+from localplatform.settings import PlatformSettings
+from runtime.spec import FunctionSpec, Scaling
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +19,13 @@ SPEC = FunctionSpec(name="f", kind="http", module="m", entrypoint="f")
 def revision(cc: int = 0) -> tuple[Revision, list[int]]:
     pokes: list[int] = []
     rev = Revision(
-        "f-00001", SPEC, "h", Policy(container_concurrency=cc), 1, 0.0, lambda r: pokes.append(1)
+        "f-00001",
+        SPEC,
+        "h",
+        Policy.from_scaling(Scaling(container_concurrency=cc), PlatformSettings()),
+        1,
+        0.0,
+        lambda r: pokes.append(1),
     )
     return rev, pokes
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from localplatform.autoscaler import Autoscaler, ConcurrencyWindow, LocalDefaults, Policy
-from runtime.spec import Scaling
+from localplatform.autoscaler import Autoscaler, ConcurrencyWindow, Policy
+from localplatform.effective import effective_spec
+from localplatform.settings import PlatformSettings
+from runtime.spec import FunctionSpec, Scaling
 
 pytestmark = pytest.mark.unit
 
@@ -42,17 +45,9 @@ def test_window_counts_a_request_still_in_flight() -> None:
 
 
 def policy(**kw: float) -> Policy:
-    base = {
-        "target": 10.0,
-        "utilization": 1.0,
-        "stable_window": 6.0,
-        "panic_window": 0.6,
-        "max_scale": 100,
-        "initial_scale": 1,
-        "scale_to_zero_grace": 2.0,
-    }
-    base.update(kw)
-    return Policy(**base)  # type: ignore[arg-type]
+    scaling = Scaling(max_scale=100, stable_window=timedelta(seconds=6))
+    base = Policy.from_scaling(scaling, PlatformSettings(scale_to_zero_grace_seconds=2.0))
+    return replace(base, **{"utilization": 1.0, **kw})  # type: ignore[arg-type]
 
 
 def test_desired_is_ceil_of_concurrency_over_target_times_utilization() -> None:
@@ -152,10 +147,15 @@ def test_a_poked_revision_keeps_one_instance_for_the_request() -> None:
     assert a.decide(11.0, 1, w).desired == 1
 
 
+def _local(scaling: Scaling, platform: PlatformSettings) -> Policy:
+    spec = FunctionSpec(name="f", kind="event", module="m", entrypoint="f", scaling=scaling)
+    return Policy.from_scaling(effective_spec(spec, platform).scaling, platform)
+
+
 def test_policy_uses_local_defaults_only_for_unset_fields() -> None:
-    local = LocalDefaults(stable_window=6.0, max_instances=4)
-    p = Policy.from_scaling(Scaling(), local)
+    local = PlatformSettings(stable_window_seconds=6.0, max_instances=4)
+    p = _local(Scaling(), local)
     assert p.stable_window == 6.0 and p.panic_window == pytest.approx(0.6)
     assert p.max_scale == 4 and p.per_instance == pytest.approx(7.0)
-    q = Policy.from_scaling(Scaling(stable_window=timedelta(seconds=30), max_scale=9), local)
+    q = _local(Scaling(stable_window=timedelta(seconds=30), max_scale=9), local)
     assert q.stable_window == 30.0 and q.max_scale == 9

@@ -27,15 +27,15 @@ def test_example_pipeline_http_and_events_wake_functions_from_zero(
     with start_platform(
         tmp_path,
         MLFN_FUNCTIONS_PACKAGE="functions",
-        MLFN_PLATFORM_SERVER="runtime.server:run",
+        MLFN_PLATFORM_SERVER="localplatform.instance:run",
         MLFN_PLATFORM_PRELOAD="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         MLFN_PLATFORM_EVENTING="true",
         MLFN_BOOTSTRAP_SERVERS=broker,
         MLFN_NAMESPACE="lp-e2e",
     ) as platform:
-        from localplatform.control import running_bootstrap
+        from eventing.cli import running_broker
 
-        assert running_bootstrap(platform.settings()) == broker
+        assert running_broker(platform.settings().common.home) == broker
         X, _ = digits()
         answer = platform.call("predict", {"instances": [[float(v) for v in X[0]]]})
         assert answer.status_code == 200, answer.text

@@ -87,7 +87,6 @@ def test_public_api_is_pinned() -> None:
         "Autoscaler",
         "ConcurrencyWindow",
         "Decision",
-        "LocalDefaults",
         "PlatformError",
         "PlatformRequestError",
         "Policy",

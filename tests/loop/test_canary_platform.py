@@ -55,7 +55,7 @@ def test_a_good_canary_is_promoted_and_a_broken_one_rolled_back(tmp_path: Path) 
     write(pkg, "bad", revision=1, fails=False)
     settings = {
         "MLFN_FUNCTIONS_PACKAGE": name,
-        "MLFN_PLATFORM_SERVER": "runtime.server:run",
+        "MLFN_PLATFORM_SERVER": "localplatform.instance:run",
         "MLFN_PLATFORM_PRELOAD": "flask",
         "MLFN_PLATFORM_WATCH_SECONDS": "0.2",
         "MLFN_LOOP_CANARY_TICK_SECONDS": "0.2",

@@ -13,9 +13,11 @@ import pytest
 
 from eventing._kafka import read_topic
 from eventing.broker import broker_topic
-from eventing.codec import from_kafka, new_event
-from runtime.retraining.emit import EmitError, HttpEmitter, KafkaEmitter, emitter_for
-from runtime.settings import Settings
+from eventing.codec import from_kafka
+from eventing.sinks import KafkaEmitter, emitters_for
+from mlfn.settings import Settings
+from runtime.events import new_event
+from runtime.retraining.emit import EmitError, HttpEmitter, default_emitters
 
 
 def published(version: int) -> object:
@@ -43,8 +45,8 @@ def test_kafka_emitter_puts_binary_events_on_the_broker_topic(bootstrap: str) ->
 def test_run_file_fallback_finds_the_dev_broker_at_the_first_announcement(
     tmp_path: Path, bootstrap: str
 ) -> None:
-    settings = Settings(home=tmp_path, namespace="emit-lazy")
-    emit = emitter_for(settings)
+    settings = Settings().updated(common={"home": tmp_path, "namespace": "emit-lazy"})
+    emit = emitters_for(settings)("default")
     emit(published(1))  # no run file yet: logged only, no error
     (tmp_path / "platform").mkdir()
     (tmp_path / "platform" / "dev.json").write_text(json.dumps({"bootstrap": bootstrap}))
@@ -91,8 +93,10 @@ def test_http_emitter_posts_binary_mode_to_the_broker_ingress(
     ingress: tuple[str, type[_Ingress]],
 ) -> None:
     url, handler = ingress
-    emit = emitter_for(Settings(loop_broker_url=url))
+    settings = Settings().updated(loop={"broker_url": url})
+    emit = emitters_for(settings)("default")
     assert isinstance(emit, HttpEmitter)
+    assert isinstance(default_emitters(settings)("default"), HttpEmitter)
     emit(published(3))
     [(headers, body)] = handler.received
     assert headers["ce-type"] == "mlfn.model.published"
@@ -106,6 +110,6 @@ def test_http_emitter_posts_binary_mode_to_the_broker_ingress(
 
 @pytest.mark.unit
 def test_no_broker_named_means_log_only(caplog: pytest.LogCaptureFixture) -> None:
-    emit = emitter_for(Settings(), broker=None)
+    emit = emitters_for(Settings())(None)
     emit(published(1))
     assert "only logged" in caplog.text

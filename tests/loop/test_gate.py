@@ -9,7 +9,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
-from eventing.codec import event_data
+from runtime.events import event_data
 from runtime.models.store import LocalModelStore
 from runtime.retraining.gate import (
     HOLDOUT_SCHEME,

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
 
-from eventing.codec import CloudEvent, event_data
 from runtime.datasets import DatasetStore, Row
+from runtime.events import CloudEvent, event_data
 from runtime.models.store import LocalModelStore
 from runtime.retraining import MODEL_PUBLISHED, MODEL_REJECTED, Progress, RetrainLoop
 from runtime.retraining.progress import TrainingMetrics

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import Request, create_app
-from runtime.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 
 def metrics_of(function: str, home: Path) -> str:
     fn = discover("functions").get(function)
-    app = create_app(fn, Settings(home=home), model_opener=lambda f, s: None)
+    app = create_app(fn, Settings().updated(common={"home": home}), model_opener=lambda f, s: None)
     assert app.wait_ready(5)
     return app.handle(Request("GET", "/metrics", {})).body.decode()
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from eventing import codec
+from mlfn.settings import Settings
+from runtime import events
 from runtime.registry import discover
 from runtime.server import App, Request, create_app
-from runtime.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -53,7 +53,7 @@ class FakeModel:
 
 def app_for(module: str, name: str, model: FakeModel | None = None, **settings: Any) -> App:
     fn = discover(f"{PKG}.{module}").get(name)
-    app = create_app(fn, Settings(**settings), model_opener=lambda f, s: model)
+    app = create_app(fn, Settings().updated(server=settings), model_opener=lambda f, s: model)
     assert app.wait_ready(5)
     return app
 
@@ -186,14 +186,16 @@ def test_oip_routes_and_tensors() -> None:
 def test_a_cloudevent_to_an_inference_function_refreshes_the_model() -> None:
     model = FakeModel()
     app = app_for("echo_inference", "summer", model)
-    msg = codec.to_http_binary(codec.new_event("mlfn.model.published", "/t", {"v": 4}, subject="m"))
+    msg = events.to_http_binary(
+        events.new_event("mlfn.model.published", "/t", {"v": 4}, subject="m")
+    )
     r = app.handle(Request("POST", "/", {k.lower(): v for k, v in msg.headers.items()}, msg.body))
     assert r.status == 202 and model.refreshed == 1
     assert post(app, "/", {"x": [1]}).json()["model_version"] == 4
 
 
 def _binary(data: Any, id: str = "e1") -> Request:
-    msg = codec.to_http_binary(codec.new_event("test.in", "/t", data, id=id))
+    msg = events.to_http_binary(events.new_event("test.in", "/t", data, id=id))
     return Request("POST", "/", {k.lower(): v for k, v in msg.headers.items()}, msg.body)
 
 
@@ -202,17 +204,17 @@ def test_event_function_binary_structured_and_batch() -> None:
     r = app.handle(_binary({"a": 1}, id="abc"))
     assert r.status == 200 and r.headers["ce-type"] == "test.echoed"
     assert r.headers["X-Request-Id"] == "abc"
-    reply = codec.from_http_message({k.lower(): v for k, v in r.headers.items()}, r.body)
+    reply = events.from_http_message({k.lower(): v for k, v in r.headers.items()}, r.body)
     assert reply.get_data() == {"seen": {"a": 1}, "of": "abc"}
 
-    s = codec.to_http_structured(codec.new_event("test.in", "/t", {"b": 2}))
+    s = events.to_http_structured(events.new_event("test.in", "/t", {"b": 2}))
     r = app.handle(Request("POST", "/", {k.lower(): v for k, v in s.headers.items()}, s.body))
     assert r.status == 200 and "ce-specversion" in {k.lower() for k in r.headers}
 
-    batch = codec.to_http_batch([codec.new_event("test.in", "/t", {"n": i}) for i in range(3)])
-    r = app.handle(Request("POST", "/", {"content-type": codec.BATCH_CONTENT_TYPE}, batch.body))
-    assert r.status == 200 and r.headers["content-type"] == codec.BATCH_CONTENT_TYPE
-    assert [e.get_data()["seen"]["n"] for e in codec.from_http_batch(r.body)] == [0, 1, 2]
+    batch = events.to_http_batch([events.new_event("test.in", "/t", {"n": i}) for i in range(3)])
+    r = app.handle(Request("POST", "/", {"content-type": events.BATCH_CONTENT_TYPE}, batch.body))
+    assert r.status == 200 and r.headers["content-type"] == events.BATCH_CONTENT_TYPE
+    assert [e.get_data()["seen"]["n"] for e in events.from_http_batch(r.body)] == [0, 1, 2]
 
     assert app.handle(_binary({"drop": True})).status == 204
 
@@ -223,7 +225,7 @@ def test_event_errors_are_400_415_and_500() -> None:
     assert r.status == 415 and "ce-specversion" in r.json()["error"]["message"]
     r = app.handle(Request("POST", "/", {"ce-specversion": "1.0", "ce-id": "x"}, b"{}"))
     assert r.status == 400 and "ce-source" in r.json()["error"]["message"]
-    r = app.handle(Request("POST", "/", {"content-type": codec.BATCH_CONTENT_TYPE}, b"{}"))
+    r = app.handle(Request("POST", "/", {"content-type": events.BATCH_CONTENT_TYPE}, b"{}"))
     assert r.status == 400 and "JSON array" in r.json()["error"]["message"]
     r = app.handle(_binary({"fail": True}))
     assert r.status == 500 and "ValueError" in r.json()["error"]["message"]

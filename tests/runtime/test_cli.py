@@ -89,16 +89,16 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 def test_job_runs_an_event_function_once_on_a_mounted_event(
     tmp_path: pytest.TempPathFactory,
 ) -> None:
-    from eventing import codec
+    from runtime import events
 
     path = tmp_path / "event"  # type: ignore[operator]
-    ev = codec.new_event("test.job", "/jobsink", {"hello": 2}, id="job-1")
-    path.write_text(json.dumps(codec.event_to_dict(ev)))
+    ev = events.new_event("test.job", "/jobsink", {"hello": 2}, id="job-1")
+    path.write_text(json.dumps(events.event_to_dict(ev)))
     r = mlfn("events_fn", "job", "echo", "--event", str(path))
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["data"] == {"seen": {"hello": 2}, "of": "job-1"}
 
-    path.write_text(json.dumps(codec.event_to_dict(codec.new_event("t", "/s", {"fail": True}))))
+    path.write_text(json.dumps(events.event_to_dict(events.new_event("t", "/s", {"fail": True}))))
     assert mlfn("events_fn", "job", "echo", "--event", str(path)).exit_code == 1
     path.write_text("{not json")
     r = mlfn("events_fn", "job", "echo", "--event", str(path))

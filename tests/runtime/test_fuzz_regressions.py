@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import App, Request, create_app
-from runtime.settings import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ PROBE = textwrap.dedent(
     """
     from gevent import monkey; monkey.patch_all()
     import time, gevent
-    from runtime.settings import Settings
+    from mlfn.settings import Settings
     from runtime.registry import discover
     from runtime.server.app import create_app
     from runtime.models import handle

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import create_app
 from runtime.server.errors import Overloaded
 from runtime.server.limits import RETRY_AFTER_S, ConcurrencyLimiter, Paused, ShedReport
-from runtime.settings import Settings
 from tests.fixtures.servers import InProcessServer
 from tests.fixtures.servers import wait_for_server as wait_for
 from tests.runtime.userfns import gated
@@ -27,7 +27,7 @@ def _server(start: Callable[[Any], InProcessServer], **settings: Any) -> InProce
     gated.GATE = threading.Event()  # fresh gate and counter for each test
     gated.ENTERED = threading.Semaphore(0)
     fn = discover("tests.runtime.userfns.gated").get("gated")
-    app = create_app(fn, Settings(**settings))
+    app = create_app(fn, Settings().updated(server=settings))
     assert app.wait_ready(5)
     return start(app)
 
@@ -115,7 +115,8 @@ def test_shedding_is_counted_always_and_logged_once_per_interval() -> None:
 
 
 def _full_app(rest: Any = None) -> Any:
-    app = create_app(discover("tests.runtime.userfns.gated").get("gated"), Settings(queue_depth=0))
+    fn = discover("tests.runtime.userfns.gated").get("gated")
+    app = create_app(fn, Settings().updated(server={"queue_depth": 0}))
     assert app.wait_ready(5)
     app.limiter._running = 1  # the one slot is taken
     app._rest = rest

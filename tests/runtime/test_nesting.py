@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import App, Request, create_app
 from runtime.server.errors import BadRequest
 from runtime.server.nesting import check_depth, json_depth
-from runtime.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +71,7 @@ def test_the_limit_is_inclusive_and_the_error_names_it() -> None:
 def _app(module: str, name: str, **overrides: Any) -> App:
     app = create_app(
         discover(f"{PKG}.{module}").get(name),
-        Settings(**overrides),
+        Settings().updated(server=overrides),
         model_opener=lambda f, s: None,
     )
     assert app.wait_ready(5)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eventing import codec
+from runtime import events
 from tests.fixtures.servers import ServerProcess
 from tests.fixtures.servers import wait_for_server as wait_for
 
@@ -103,16 +103,16 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(serve: Serve) -> None:
 def test_event_function_over_http(serve: Serve) -> None:
     s = serve(f"{PKG}.events_fn", "echo")
     s.wait_ready()
-    msg = codec.to_http_binary(codec.new_event("test.in", "/t", {"k": "v"}, id="ev-9"))
+    msg = events.to_http_binary(events.new_event("test.in", "/t", {"k": "v"}, id="ev-9"))
     r = s.call("POST", "/", msg.body, headers=msg.headers)
     assert r.status == 200 and r.headers["ce-type"] == "test.echoed"
-    assert codec.from_http_message(r.headers, r.body).get_data() == {
+    assert events.from_http_message(r.headers, r.body).get_data() == {
         "seen": {"k": "v"},
         "of": "ev-9",
     }
-    batch = codec.to_http_batch([codec.new_event("test.in", "/t", {"n": 1})])
+    batch = events.to_http_batch([events.new_event("test.in", "/t", {"n": 1})])
     r = s.call("POST", "/", batch.body, headers=batch.headers)
-    assert r.status == 200 and len(codec.from_http_batch(r.body)) == 1
+    assert r.status == 200 and len(events.from_http_batch(r.body)) == 1
     assert s.call("POST", "/", {"plain": "json"}).status == 415
 
 

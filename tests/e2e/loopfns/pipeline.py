@@ -49,7 +49,7 @@ def predict(batch: list[Any], model: LoadedModel) -> list[Any]:
 
 
 def retrain(ev: CloudEvent, ctx: Context) -> CloudEvent | None:
-    sabotage = ctx.settings.home / "sabotage"
+    sabotage = ctx.settings.common.home / "sabotage"
 
     def fit(X: np.ndarray, y: np.ndarray, progress: Progress) -> Any:
         if sabotage.exists():

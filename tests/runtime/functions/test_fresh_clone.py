@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mlfn.settings import Settings
 from runtime import open_model
 from runtime.registry import discover
-from runtime.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ def test_predict_becomes_ready_on_an_empty_store(tmp_path: Path) -> None:
     assert {"preprocess", "predict", "predict-torch", "retrain"} <= set(registry.functions)
     ref = registry.get("predict").spec.model
     assert ref is not None
-    handle = open_model(ref, Settings(home=tmp_path))
+    handle = open_model(ref, Settings().updated(common={"home": tmp_path}))
     assert not handle.ready
     handle.start()
     try:
@@ -28,7 +28,7 @@ def test_predict_becomes_ready_on_an_empty_store(tmp_path: Path) -> None:
     finally:
         handle.stop()
     # a second instance (or a restart) loads version 1 and does not bootstrap again
-    again = open_model(ref, Settings(home=tmp_path))
+    again = open_model(ref, Settings().updated(common={"home": tmp_path}))
     again.start()
     again.stop()
     assert [p.name for p in (tmp_path / "models" / "digits" / "versions").iterdir()] == ["1"]

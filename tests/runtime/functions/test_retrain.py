@@ -13,11 +13,11 @@ from functions._digits import PredictRequest
 from functions.predict import predict
 from functions.preprocess import preprocess
 from functions.retrain import fit_digits, retrain
+from mlfn.settings import Settings
 from runtime import CloudEvent, Context, DatasetStore, new_event
 from runtime.function import function_of
 from runtime.models import LocalModelStore, ModelHandle
 from runtime.retraining import close_loops, loop_for
-from runtime.settings import Settings
 from runtime.spec import ModelRef
 
 pytestmark = pytest.mark.unit
@@ -46,7 +46,13 @@ def _features(n: int, start: int = 0) -> list[CloudEvent]:
 
 def _ctx(tmp_path: Path, store: LocalModelStore | None, datasets: DatasetStore | None) -> Context:
     spec = function_of(retrain).spec  # type: ignore[union-attr]
-    return Context(spec, Settings(home=tmp_path), logging.getLogger("test"), store, datasets)
+    return Context(
+        spec,
+        Settings().updated(common={"home": tmp_path}),
+        logging.getLogger("test"),
+        store,
+        datasets,
+    )
 
 
 def _every_rows() -> int:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 
+from mlfn.settings import Settings
 from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models import LocalModelStore, ModelHandle, ModelStore, open_model, register_bootstrap
-from runtime.settings import Settings
 from runtime.spec import ModelRef
 from tests.fixtures.waiting import wait_for
 
@@ -105,7 +105,9 @@ def test_open_model_uses_settings_and_the_registered_hook(tmp_path: Path) -> Non
     register_bootstrap("toy-registered")(
         lambda s: s.publish("toy-registered", _const(1), extra={"bootstrap": True})
     )
-    handle = open_model(ModelRef(name="toy-registered"), Settings(home=tmp_path))
+    handle = open_model(
+        ModelRef(name="toy-registered"), Settings().updated(common={"home": tmp_path})
+    )
     handle.start()
     try:
         assert handle.current().version == 1
@@ -116,7 +118,10 @@ def test_open_model_uses_settings_and_the_registered_hook(tmp_path: Path) -> Non
 
 def test_bootstrap_can_be_turned_off_in_settings(tmp_path: Path) -> None:
     register_bootstrap("toy-off")(lambda s: s.publish("toy-off", _const(1)))
-    handle = open_model(ModelRef(name="toy-off"), Settings(home=tmp_path, model_bootstrap=False))
+    handle = open_model(
+        ModelRef(name="toy-off"),
+        Settings().updated(common={"home": tmp_path}, models={"model_bootstrap": False}),
+    )
     with pytest.raises(ModelNotFoundError, match="no bootstrap hook"):
         handle.start()
 

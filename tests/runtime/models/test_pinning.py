@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 
+from mlfn.settings import Settings
 from runtime.errors import ModelNotFoundError
 from runtime.models import LocalModelStore, ModelHandle, open_model
-from runtime.settings import Settings
 from runtime.spec import ModelRef
 
 pytestmark = pytest.mark.unit
@@ -24,9 +24,9 @@ def _const(label: int) -> DummyClassifier:
 
 def test_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFN_MODEL_VERSION", "3")
-    assert Settings().model_version == 3
+    assert Settings().models.model_version == 3
     monkeypatch.delenv("MLFN_MODEL_VERSION")
-    assert Settings().model_version is None
+    assert Settings().models.model_version is None
 
 
 def test_pinned_handle_loads_its_version_and_never_follows_latest(
@@ -56,13 +56,16 @@ def test_open_model_pins_from_settings(tmp_path: Path) -> None:
     store = LocalModelStore(tmp_path / "models")
     for label in (0, 1, 0):
         store.publish("toy", _const(label))
-    handle = open_model(ModelRef(name="toy"), Settings(home=tmp_path, model_version=2))
+    handle = open_model(
+        ModelRef(name="toy"),
+        Settings().updated(common={"home": tmp_path}, models={"model_version": 2}),
+    )
     handle.start()
     try:
         assert handle.current().version == 2
     finally:
         handle.stop()
-    unpinned = open_model(ModelRef(name="toy"), Settings(home=tmp_path))
+    unpinned = open_model(ModelRef(name="toy"), Settings().updated(common={"home": tmp_path}))
     unpinned.start()
     try:
         assert unpinned.current().version == 3

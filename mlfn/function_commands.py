@@ -1,5 +1,8 @@
-"""The `mlfn` commands that runtime provides: serve, invoke, list.
+"""The commands that run or describe one function: serve, invoke, job, list.
 
+They compose the runtime's server with eventing's Kafka emitters (where a retrain
+function's announcements go) and with each back end's effective spec (``mlfn list
+--backend``), which is why they live in the command line and not in ``runtime``.
 Heavy imports (gunicorn, the server, the function package) stay inside the commands.
 """
 
@@ -11,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.settings import Settings
+from mlfn.settings import Settings
 
 if TYPE_CHECKING:
     from runtime.function import Function
+    from runtime.spec import FunctionSpec
 
 __all__ = ["COMMANDS"]
 
@@ -24,7 +28,7 @@ def _find(settings: Settings, name: str) -> Function:
     from runtime.registry import discover
 
     try:
-        return discover(settings.functions_package).get(name)
+        return discover(settings.common.functions_package).get(name)
     except (DiscoveryError, SpecError) as err:
         raise click.ClickException(str(err)) from err
 
@@ -61,11 +65,12 @@ def serve(settings: Settings, function: str, port: int, host: str) -> None:
     from runtime.server.metrics import process_start_time
 
     started = process_start_time()
-    configure(settings.log_level, settings.log_format, function=function)
+    configure(settings.common.log_level, settings.common.log_format, function=function)
     fn = _find(settings, function)
+    from eventing.sinks import emitters_for
     from runtime.server import run
 
-    run(fn, settings, port, host, batching=settings.batching, started_at=started)
+    run(fn, settings, port, host, emitters=emitters_for(settings), started_at=started)
 
 
 def _read_data(data: str) -> Any:
@@ -88,7 +93,7 @@ def _is_event_here(settings: Settings, name: str) -> bool:
     from runtime.registry import discover
 
     try:
-        return discover(settings.functions_package).get(name).spec.is_event
+        return discover(settings.common.functions_package).get(name).spec.is_event
     except Exception:
         return False
 
@@ -130,6 +135,7 @@ def invoke(
       mlfn invoke predict --data '{"instances": [[0.0, 0.5, ...64 values]]}'
       mlfn invoke predict --url http://127.0.0.1:8080 --data @request.json
     """
+    from eventing.sinks import emitters_for
     from runtime.server.invoke import InvokeError, invoke_local, invoke_remote, request_for
 
     payload = _read_data(data)
@@ -138,10 +144,14 @@ def invoke(
             fn = _find(settings, function)
             from runtime.logs import configure
 
-            level = "WARNING" if settings.log_level.upper() == "INFO" else settings.log_level
-            configure(level, settings.log_format)
+            level = (
+                "WARNING"
+                if settings.common.log_level.upper() == "INFO"
+                else settings.common.log_level
+            )
+            configure(level, settings.common.log_format)
             req = request_for(fn.spec.is_event, payload, path, event_type)
-            status, body = invoke_local(fn, settings, req)
+            status, body = invoke_local(fn, settings, req, emitters=emitters_for(settings))
         else:
             req = request_for(_is_event_here(settings, function), payload, path, event_type)
             status, body = invoke_remote(url, req)
@@ -154,28 +164,52 @@ def invoke(
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print every spec as JSON.")
+@click.option(
+    "--backend",
+    type=click.Choice(["spec", "local", "knative"]),
+    default="spec",
+    show_default=True,
+    help="Show the specs as written, or as a back end runs them (its defaults resolved).",
+)
 @click.pass_obj
-def list_(settings: Settings, as_json: bool) -> None:
+def list_(settings: Settings, as_json: bool, backend: str) -> None:
     """List the functions in MLFN_FUNCTIONS_PACKAGE with their specs.
+
+    With --backend local or knative, each spec is shown as that back end runs it: the
+    local platform's scaling defaults (MLFN_PLATFORM_*), or Knative's GPU defaults.
 
     \b
     Example:
       mlfn list
-      mlfn list --json | jq '.[0].scaling'
+      mlfn list --backend local
+      mlfn list --json --backend knative | jq '.[0].scaling'
     """
     from runtime.errors import DiscoveryError, SpecError
     from runtime.registry import discover
     from runtime.server.listing import spec_table
 
     try:
-        registry = discover(settings.functions_package)
+        registry = discover(settings.common.functions_package)
     except (DiscoveryError, SpecError) as err:
         raise click.ClickException(str(err)) from err
-    specs = [fn.spec for fn in registry]
+    specs = [effective(fn.spec, settings, backend) for fn in registry]
     if as_json:
         click.echo(json.dumps([s.model_dump(mode="json") for s in specs], indent=2))
     else:
         click.echo(spec_table(specs))
+
+
+def effective(spec: FunctionSpec, settings: Settings, backend: str) -> FunctionSpec:
+    """``spec`` as ``backend`` runs it (``spec``: as written)."""
+    if backend == "local":
+        from localplatform.effective import effective_spec as local
+
+        return local(spec, settings.platform)
+    if backend == "knative":
+        from knative.effective import effective_spec as cluster
+
+        return cluster(spec)
+    return spec
 
 
 @click.command("job")
@@ -199,12 +233,13 @@ def job(settings: Settings, function: str, event_path: str) -> None:
     Example:
       mlfn job retrain --event event.json
     """
-    from eventing import codec
+    from eventing.sinks import emitters_for
+    from runtime import events
     from runtime.logs import configure
     from runtime.server.app import Request
     from runtime.server.invoke import InvokeError, invoke_local
 
-    configure(settings.log_level, settings.log_format, function=function)
+    configure(settings.common.log_level, settings.common.log_format, function=function)
     fn = _find(settings, function)
     if not fn.spec.is_event:
         raise click.UsageError(
@@ -212,17 +247,17 @@ def job(settings: Settings, function: str, event_path: str) -> None:
         )
     try:
         with open(event_path, encoding="utf-8") as f:
-            ev = codec.event_from_dict(json.load(f))
+            ev = events.event_from_dict(json.load(f))
     except OSError as err:
         raise click.BadParameter(f"cannot read {event_path}: {err}", param_hint="--event") from err
     except ValueError as err:
         raise click.BadParameter(
             f"{event_path} is not a structured CloudEvent: {err}", param_hint="--event"
         ) from err
-    msg = codec.to_http_binary(ev)
+    msg = events.to_http_binary(ev)
     req = Request("POST", "/", {k.lower(): v for k, v in msg.headers.items()}, msg.body)
     try:
-        status, body = invoke_local(fn, settings, req)
+        status, body = invoke_local(fn, settings, req, emitters=emitters_for(settings))
     except InvokeError as err:
         raise click.ClickException(str(err)) from err
     click.echo(body)

@@ -1,0 +1,1 @@
+"""User functions the local platform's tests serve with the real server (``localplatform.instance``)."""
