@@ -44,8 +44,8 @@ from bench._load import build_request, percentile, run_load
 
 REPO = Path(__file__).resolve().parent.parent
 LIMIT = 100  # predict's containerConcurrency
-WARMUP_S = {LIMIT: 2.0, 10 * LIMIT: 5.0}  # at 10x: until the first rests are over
-MEASURE_S = 6.0
+WARMUP_S = {LIMIT: 1.5, 10 * LIMIT: 4.0}  # at 10x: until the first rests are over
+MEASURE_S = 5.0
 GOODPUT_TARGET = 0.80
 PROBE_RATE = 20  # new clients a second beside the 10x load
 
@@ -179,7 +179,7 @@ def _wrk(server: tuple[int, int], connections: int, body: Path, script: Path, na
         f"-c{connections}",
         f"-d{duration}s",
         "--timeout",
-        "30s",
+        "60s",  # a resting connection's next answer may take Retry-After (up to 30 s)
         "--latency",
         "-s",
         str(script),

@@ -15,7 +15,13 @@ from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import create_app
 from runtime.server.errors import Overloaded
-from runtime.server.limits import RETRY_AFTER_S, ConcurrencyLimiter, Paused, ShedReport
+from runtime.server.limits import (
+    MAX_RETRY_AFTER_S,
+    RETRY_AFTER_S,
+    ConcurrencyLimiter,
+    Paused,
+    ShedReport,
+)
 from tests.fixtures.servers import InProcessServer
 from tests.fixtures.servers import wait_for_server as wait_for
 from tests.runtime.userfns import gated
@@ -159,3 +165,22 @@ def test_under_gevent_a_shed_answer_rests_its_connection() -> None:
     assert b"".join(out) and slept == []  # the answer goes out first ...
     out.close()  # ... then gunicorn closes the body: the connection rests
     assert slept == [float(RETRY_AFTER_S)] and app.limiter.resting == 0
+
+
+@pytest.mark.unit
+def test_retry_after_spreads_resting_connections_over_the_completion_rate() -> None:
+    now = [50.0]
+    lim = ConcurrencyLimiter(100, queue_depth=256, timeout_s=10, clock=lambda: now[0])
+    assert lim.retry_after() == RETRY_AFTER_S  # nothing rests yet
+    for _ in range(3):
+        with lim.slot():
+            pass
+    now[0] += 0.5
+    assert lim.completion_rate() == 6.0  # in the current window
+    now[0] += 0.5
+    assert lim.completion_rate() == 3.0  # the window closed
+    lim._rate, lim._completed = 1000.0, 0  # 1,000 completions a second: 200 sheds a second
+    lim.resting = 599
+    assert lim.retry_after() == 3  # 600 resting connections come back over 3 s
+    lim._rate = 5.0  # a starved server: at most 1 shed a second, but never beyond the ceiling
+    assert lim.retry_after() == MAX_RETRY_AFTER_S
