@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -184,3 +185,35 @@ def test_retry_after_spreads_resting_connections_over_the_completion_rate() -> N
     assert lim.retry_after() == 3  # 600 resting connections come back over 3 s
     lim._rate = 5.0  # a starved server: at most 1 shed a second, but never beyond the ceiling
     assert lim.retry_after() == MAX_RETRY_AFTER_S
+
+
+def test_a_shed_answer_keeps_its_connection_usable(serve: Callable[..., Any]) -> None:
+    """Under gunicorn's gevent worker: the unread body of a shed request is skipped, the
+    connection rests, and the next request on it is answered (framing intact)."""
+    server = serve("tests.runtime.userfns.slow", "slow", MLFN_QUEUE_DEPTH="0")
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(server.call, "POST", "/", {"ms": 3000})
+        # in flight means admitted: nothing yields between the two under gevent
+        wait_for(lambda: _in_flight(server) >= 1, 10, "the slow request to run")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = json.dumps({"ms": 0, "pad": "x" * 5000})
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})
+        first = conn.getresponse()
+        assert first.status == 503 and first.getheader("Retry-After")
+        assert json.loads(first.read())["error"]["code"] == "overloaded"
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})  # same socket
+        second = conn.getresponse()
+        assert second.status in (200, 503)
+        assert json.loads(second.read())  # a whole JSON answer: the framing held
+        conn.close()
+        assert busy.result(30).status == 200
+    metrics = server.call(path="/metrics").body.decode()
+    assert 'mlfn_requests_shed_total{function="slow",reason="queue_full"}' in metrics
+
+
+def _in_flight(server: Any) -> float:
+    text = server.call(path="/metrics").body.decode()
+    line = next(x for x in text.splitlines() if x.startswith("mlfn_requests_in_flight{"))
+    return float(line.rsplit(" ", 1)[1])
