@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 PKG = "tests.runtime.userfns"
 MAX_BODY = 4096
-EXAMPLES = 60  # per test: eight tests, about 25 s in all on two busy cores
+EXAMPLES = 40  # per test: eight tests, about 20 s in all (servers included) on two cores
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
