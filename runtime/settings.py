@@ -97,6 +97,12 @@ class ServerSettings(Section):
     queue_timeout_seconds: float = Field(
         default=10.0, gt=0, description="how long a queued request waits before a 503"
     )
+    max_json_depth: int = Field(
+        default=64,
+        ge=1,
+        le=200,  # pydantic's JSON parser stops at about 200 levels with an error of its own
+        description="deepest nesting of arrays and objects a request body may have (else 400)",
+    )
     threads: int = Field(
         default=128,
         ge=1,

@@ -24,8 +24,10 @@ from runtime.logs import request_context
 from runtime.server import errors as e
 from runtime.server.dispatch import Dispatcher, EventReply, ModelSource
 from runtime.server.fleet import WATCH_SECONDS, Fleet, SharedLimiter
-from runtime.server.limits import ConcurrencyLimiter
+from runtime.server.limits import ConcurrencyLimiter, Paused, ShedReport, cooperative_sleep
 from runtime.server.metrics import CONTENT_TYPE, Metrics
+from runtime.server.nesting import check_depth
+from runtime.server.oip_binary import HEADER as BINARY_HEADER
 from runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ log = logging.getLogger("mlfn.server")
 T = TypeVar("T")
 
 _JSON = {"Content-Type": "application/json"}
+_PROBES = ("/healthz", "/readyz", "/metrics")
 _STATUS = {
     200: "200 OK",
     202: "202 Accepted",
@@ -151,6 +154,8 @@ class App:
             else fleet.limiter(limit, server.queue_depth, server.queue_timeout_seconds)
         )
         self._watcher: threading.Thread | None = None
+        self.shed_report = ShedReport(self.metrics.count_shed, log)
+        self._rest = cooperative_sleep()  # shed answers rest their connection (gevent only)
         self.load_error: str | None = None
         self.waiting_on: str | None = None
         self._closing = threading.Event()
@@ -286,15 +291,24 @@ class App:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        """WSGI entry: read the bounded body, then the same path as :meth:`handle`."""
+        """WSGI entry: shed at once when full; else read the bounded body, then the same
+        path as :meth:`handle`."""
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
+        if self.limiter.full and self._limited(method, path):
+            # before the body, the headers and any routing: a shed request costs little
+            started = time.perf_counter()
+            rid = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+            resp = self._shed(self.limiter.overloaded(), rid)
+            resp.headers["X-Request-Id"] = rid
+            self.metrics.observe(resp.status, time.perf_counter() - started)
+            return self._respond(resp, start_response)
         headers = {
             k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
         }
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
-        if self._flask is not None and path not in ("/healthz", "/readyz", "/metrics"):
+        if self._flask is not None and path not in _PROBES:
             return self._plain(environ, start_response, headers)
         try:
             body = self._read_body(environ)
@@ -303,10 +317,24 @@ class App:
             self.metrics.observe(resp.status, 0.0)
         else:
             resp = self.handle(Request(method, path, headers, body))
+        return self._respond(resp, start_response)
+
+    def _respond(self, resp: Response, start_response: Callable[..., Any]) -> Iterable[bytes]:
         headers_out = list(resp.headers.items())
         headers_out.append(("Content-Length", str(len(resp.body))))
         start_response(_STATUS.get(resp.status) or f"{resp.status} Status", headers_out)
+        sleep = self._rest
+        if sleep is not None and resp.status == 503 and "Retry-After" in resp.headers:
+            # the connection rests as long as the client was told to wait (see limits)
+            seconds = float(resp.headers["Retry-After"])
+            return Paused(resp.body, lambda: self.limiter.rest(seconds, sleep))
         return [resp.body]
+
+    def _limited(self, method: str, path: str) -> bool:
+        """Whether a request goes through the concurrency limit (probes never do)."""
+        if self._flask is not None:
+            return path not in _PROBES
+        return method == "POST"
 
     def handle(self, req: Request) -> Response:
         """Answer one request in-process: routing, limits, errors, metrics, logs."""
@@ -318,6 +346,8 @@ class App:
             try:
                 status, headers, body = self._route(req)
                 resp = Response(status, headers, body)
+            except e.Overloaded as err:
+                resp = self._shed(err, rid)
             except e.HttpError as err:
                 resp = self._error(err, rid)
             except StoreUnavailableError as err:  # transient: 503, the sender retries
@@ -332,13 +362,9 @@ class App:
 
     def _read_body(self, environ: Mapping[str, Any]) -> bytes:
         limit = self.settings.server.max_body_bytes
-        length = environ.get("CONTENT_LENGTH")
+        n = _content_length(environ.get("CONTENT_LENGTH"))
         stream = environ["wsgi.input"]
-        if length:
-            try:
-                n = int(length)
-            except ValueError:
-                raise e.BadRequest(f"Content-Length {length!r} is not a number") from None
+        if n is not None:
             if n > limit:
                 raise e.PayloadTooLarge(self._too_large(n))
             return bytes(stream.read(n)) if n else b""
@@ -366,6 +392,11 @@ class App:
     def crash_response(self, err: BaseException) -> Response:
         """The 500 for a failure outside the function (logged with an error id)."""
         return self._crash(err)
+
+    def _shed(self, err: e.Overloaded, error_id: str) -> Response:
+        """A 503 that is counted, and logged only once per interval (not per request)."""
+        self.shed_report.shed(err)
+        return Response(*e.render(err, error_id))
 
     def _error(self, err: e.HttpError, error_id: str) -> Response:
         level = logging.WARNING if err.status >= 500 else logging.INFO
@@ -407,14 +438,17 @@ class App:
         self.metrics.in_flight.inc()
         with request_context(rid):
             try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                if length > self.settings.server.max_body_bytes:
+                length = _content_length(environ.get("CONTENT_LENGTH"))
+                if length is not None and length > self.settings.server.max_body_bytes:
                     raise e.PayloadTooLarge(self._too_large(length))
                 with self.limiter.slot():
                     body = b"".join(self._flask(environ, capture))
                 status = int(captured[0].split(" ", 1)[0])
                 start_response(*captured)
                 return [body]
+            except e.Overloaded as err:
+                resp = self._shed(err, rid)
+                status = resp.status
             except e.HttpError as err:
                 resp = self._error(err, rid)
                 status = resp.status
@@ -452,13 +486,13 @@ class App:
             if path == "/" or path == self._alias:
                 _allow(req, "POST")
                 if "ce-specversion" in req.headers or ctype.startswith("application/cloudevents"):
-                    return self._run(lambda: self._model_event(req))
-                return self._run(lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
+                    return self._run(req, lambda: self._model_event(req))
+                return self._run(req, lambda: (200, dict(_JSON), d.json_route(req.body, ctype)))
             if path == "/v2" or path.startswith("/v2/"):
                 return self._oip(req, path, ctype)
         elif self.spec.is_event and path == "/":
             _allow(req, "POST")
-            return self._run(lambda: self._events(req))
+            return self._run(req, lambda: self._events(req))
         if self._flask is not None:  # in-process call of a plain HTTP function
             return self._plain_in_process(req)
         raise e.NotFound(f"no route {path}; {self.spec.name} ({kind}) serves: {self._routes()}")
@@ -499,18 +533,25 @@ class App:
         return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
 
     def _run(
-        self, call: Callable[[], tuple[int, dict[str, str], bytes]]
+        self, req: Request, call: Callable[[], tuple[int, dict[str, str], bytes]]
     ) -> tuple[int, dict[str, str], bytes]:
-        return self.guarded(call)
+        """Every HTTP route that reaches the function (see :meth:`guarded`)."""
+        return self.guarded(call, body=_json_part(req))
 
-    def guarded(self, call: Callable[[], T]) -> T:
-        """``call()`` once the model is ready, within the concurrency limit (every protocol)."""
+    def guarded(self, call: Callable[[], T], *, body: bytes | None = None) -> T:
+        """``call()`` once the model is ready, within the concurrency limit (every protocol).
+
+        A JSON ``body``'s nesting is checked after admission, so a shed request costs no
+        scan, and before the call, so nothing too deep reaches the function.
+        """
         if not self._ready.is_set():
             raise e.NotReady(
                 self.load_error or f"{self.spec.name} is still loading its model; retry shortly",
                 headers={"Retry-After": "1"},
             )
         with self.limiter.slot():
+            if body is not None:
+                check_depth(body, self.settings.server.max_json_depth)
             return call()
 
     def _events(self, req: Request) -> tuple[int, dict[str, str], bytes]:
@@ -549,7 +590,7 @@ class App:
                 )
             if rest == ["infer"]:
                 _allow(req, "POST")
-                return self._run(lambda: (200, *d.oip_infer(req.body, req.headers, version)))
+                return self._run(req, lambda: (200, *d.oip_infer(req.body, req.headers, version)))
         raise e.NotFound(f"no Open Inference Protocol route {path}")
 
     def check_model_name(self, name: str) -> None:
@@ -565,6 +606,19 @@ class App:
         return r.status_code, dict(r.headers), r.get_data()
 
 
+def _content_length(value: str | None) -> int | None:
+    """The declared body size; None when there is none."""
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise e.BadRequest(f"Content-Length {value!r} is not a number of bytes")
+    return n
+
+
 def _allow(req: Request, method: str) -> None:
     if req.method != method and not (method == "GET" and req.method == "HEAD"):
         raise e.MethodNotAllowed(req.method, req.path, (method,))
@@ -572,6 +626,14 @@ def _allow(req: Request, method: str) -> None:
 
 def _reply(r: EventReply) -> tuple[int, dict[str, str], bytes]:
     return r.status, r.headers, r.body
+
+
+def _json_part(req: Request) -> bytes:
+    """The JSON of a request body: all of it, or the header of an OIP binary request."""
+    n = req.headers.get(BINARY_HEADER)
+    if n is not None and n.isdigit() and 0 < int(n) <= len(req.body):
+        return req.body[: int(n)]
+    return req.body
 
 
 def _json(obj: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:

@@ -330,6 +330,10 @@ class Dispatcher:
             return [events.from_http_message(headers, body)], False
         except events.CodecError as err:
             raise BadRequest(str(err)) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            # the CloudEvents SDK trips over some malformed events (a specversion that is
+            # a list: TypeError) instead of raising its own errors: still the client's input
+            raise BadRequest(f"invalid CloudEvent: {type(err).__name__}: {err}") from None
 
     def call_event(self, event: Any) -> list[Any]:
         """Call the function with one event; its reply events (maybe none)."""

@@ -82,10 +82,16 @@ class UnsupportedMediaType(HttpError):
 
 
 class Overloaded(HttpError):
+    """Shed: at containerConcurrency with the queue full (or a queued request timed out).
+
+    ``reason`` labels ``mlfn_requests_shed_total``: ``queue_full`` or ``queue_timeout``.
+    """
+
     status, code, grpc = 503, "overloaded", "RESOURCE_EXHAUSTED"
 
-    def __init__(self, message: str, retry_after: int = 1) -> None:
+    def __init__(self, message: str, retry_after: int = 1, reason: str = "queue_full") -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.reason = reason
 
 
 class NotReady(HttpError):

@@ -73,6 +73,13 @@ class Metrics:
         self.in_flight = Gauge(
             "mlfn_requests_in_flight", "Requests being handled now", names, registry=r
         ).labels(*ident)
+        self.shed = Counter(
+            "mlfn_requests_shed",
+            "Requests answered 503 at containerConcurrency: the queue was full (queue_full) "
+            "or a queued request waited too long (queue_timeout)",
+            [*names, "reason"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "mlfn_batch_size",
             "Items per call of the function",
@@ -112,6 +119,10 @@ class Metrics:
         seconds = max(0.0, (at if at is not None else time.time()) - self._start)
         self.cold_start.labels(*self._ident, name).set(seconds)
         return seconds
+
+    def count_shed(self, reason: str) -> None:
+        """One request shed at the concurrency limit (``queue_full`` or ``queue_timeout``)."""
+        self.shed.labels(*self._ident, reason).inc()
 
     def observe(self, status: int, seconds: float) -> None:
         counter = self._codes.get(status)

@@ -36,6 +36,7 @@ from runtime.server.errors import BadRequest
 
 __all__ = ["decode_inputs", "encode_outputs", "tensor_metadata"]
 
+_MAX_RANK = 32  # beyond any model's tensors; bounds the arithmetic on shapes
 _PY_TO_OIP = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
 
 
@@ -170,10 +171,13 @@ def _column(
         return _array_column(where, name, rank, tensor.get("datatype"), array)
     if (
         not isinstance(shape, list)
-        or not shape
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not 0 < len(shape) <= _MAX_RANK
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**63 for d in shape)
     ):
-        raise BadRequest(f"{where}.shape must be a non-empty list of sizes, got {shape!r}")
+        raise BadRequest(
+            f"{where}.shape must be a non-empty list of sizes (int64, at most {_MAX_RANK}), "
+            f"got {repr(shape)[:80]}"
+        )
     if "data" not in tensor:
         raise BadRequest(f"{where}.data is missing")
     flat = _flatten(data)
@@ -182,6 +186,14 @@ def _column(
             f"{where} ({name}): shape {shape} holds {math.prod(shape)} values "
             f"but data has {len(flat)}"
         )
+    rows = 1
+    for d in shape[:-1]:  # [10**9, 0] holds no values but would build 10**9 empty rows
+        rows *= d
+        if rows > max(1, len(flat)):
+            raise BadRequest(
+                f"{where}.shape {shape} describes more rows than data has values "
+                f"({len(flat)}); send the shape of the data"
+            )
     if tensor.get("datatype") == "BYTES":
         flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
     if rank and len(shape) == rank:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +16,13 @@ from mlfn.settings import Settings
 from runtime.registry import discover
 from runtime.server import create_app
 from runtime.server.errors import Overloaded
-from runtime.server.limits import ConcurrencyLimiter
+from runtime.server.limits import (
+    MAX_RETRY_AFTER_S,
+    RETRY_AFTER_S,
+    ConcurrencyLimiter,
+    Paused,
+    ShedReport,
+)
 from tests.fixtures.servers import InProcessServer
 from tests.fixtures.servers import wait_for_server as wait_for
 from tests.runtime.userfns import gated
@@ -42,8 +51,9 @@ def test_excess_requests_queue_then_get_503_with_retry_after(
         wait_for(lambda: limiter.waiting == 1, 5, "the second request to queue")
         third = s.call("POST", "/", {"n": 3})
         assert third.status == 503
-        assert third.headers["retry-after"] == "30"
+        assert third.headers["retry-after"] == "1"
         assert "containerConcurrency 1" in third.json()["error"]["message"]
+        assert limiter.full
         gated.GATE.set()
         assert first.result(5).json()["n"] == 1
         assert second.result(5).json()["n"] == 2
@@ -59,6 +69,8 @@ def test_a_queued_request_times_out_with_503(wsgi_server: Callable[[Any], InProc
         assert r.status == 503 and "MLFN_QUEUE_TIMEOUT_SECONDS" in r.json()["error"]["message"]
         gated.GATE.set()
         assert first.result(5).status == 200
+    metrics = s.call("GET", "/metrics").body.decode()
+    assert 'mlfn_requests_shed_total{function="gated",reason="queue_timeout"} 1.0' in metrics
 
 
 @pytest.mark.unit
@@ -69,3 +81,139 @@ def test_unlimited_when_container_concurrency_is_0() -> None:
     one = ConcurrencyLimiter(1, queue_depth=0, timeout_s=1)
     with one.slot(), pytest.raises(Overloaded, match="queue depth 0"), one.slot():
         pass
+
+
+@pytest.mark.unit
+def test_full_says_whether_the_next_request_is_shed() -> None:
+    lim = ConcurrencyLimiter(1, queue_depth=1, timeout_s=1)
+    assert not lim.full
+    with lim.slot():
+        assert not lim.full  # the queue has room
+        lim._waiting = 1  # one queued (as a blocked thread would be)
+        assert lim.full
+        lim._waiting = 0
+    assert not ConcurrencyLimiter(0, queue_depth=0, timeout_s=1).full
+
+
+@pytest.mark.unit
+def test_shedding_is_counted_always_and_logged_once_per_interval() -> None:
+    now = [100.0]
+    counted: list[str] = []
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("test.shed")
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        report = ShedReport(counted.append, logger, interval_s=10, clock=lambda: now[0])
+        err = ConcurrencyLimiter(1, 0, 1).overloaded()
+        for _ in range(500):
+            report.shed(err)
+        now[0] += 9.9
+        report.shed(err)
+        assert len(counted) == 501 and set(counted) == {"queue_full"}
+        assert len(records) == 1 and records[0].shed == 1  # type: ignore[attr-defined]
+        now[0] += 0.2
+        report.shed(err)
+        assert len(records) == 2 and records[1].shed == 501  # type: ignore[attr-defined]
+        assert "mlfn_requests_shed_total" in records[1].getMessage()
+    finally:
+        logger.removeHandler(handler)
+
+
+def _full_app(rest: Any = None) -> Any:
+    fn = discover("tests.runtime.userfns.gated").get("gated")
+    app = create_app(fn, Settings().updated(server={"queue_depth": 0}))
+    assert app.wait_ready(5)
+    app.limiter._running = 1  # the one slot is taken
+    app._rest = rest
+    return app
+
+
+class _Unreadable:
+    def read(self, n: int = -1) -> bytes:
+        raise AssertionError("a shed request's body was read")
+
+
+@pytest.mark.unit
+def test_a_shed_request_is_answered_before_its_body_is_read() -> None:
+    app = _full_app()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "CONTENT_LENGTH": "9",
+        "CONTENT_TYPE": "application/json",
+        "HTTP_X_REQUEST_ID": "r-1",
+        "wsgi.input": _Unreadable(),
+    }
+    seen: list[Any] = []
+    body = b"".join(app(environ, lambda status, headers: seen.extend([status, dict(headers)])))
+    assert seen[0] == "503 Service Unavailable"
+    assert seen[1]["Retry-After"] == "1" and seen[1]["X-Request-Id"] == "r-1"
+    assert json.loads(body)["error"]["code"] == "overloaded"
+    # probes are never shed
+    probe = {**environ, "REQUEST_METHOD": "GET", "PATH_INFO": "/healthz", "CONTENT_LENGTH": ""}
+    assert b"".join(app(probe, lambda *a: None)) == b'{"status":"ok"}'
+
+
+@pytest.mark.unit
+def test_under_gevent_a_shed_answer_rests_its_connection() -> None:
+    slept: list[float] = []
+    app = _full_app(rest=slept.append)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "wsgi.input": _Unreadable()}
+    out = app(environ, lambda *a: None)
+    assert isinstance(out, Paused)
+    assert b"".join(out) and slept == []  # the answer goes out first ...
+    out.close()  # ... then gunicorn closes the body: the connection rests
+    assert slept == [float(RETRY_AFTER_S)] and app.limiter.resting == 0
+
+
+@pytest.mark.unit
+def test_retry_after_spreads_resting_connections_over_the_completion_rate() -> None:
+    now = [50.0]
+    lim = ConcurrencyLimiter(100, queue_depth=256, timeout_s=10, clock=lambda: now[0])
+    assert lim.retry_after() == RETRY_AFTER_S  # nothing rests yet
+    for _ in range(3):
+        with lim.slot():
+            pass
+    now[0] += 0.5
+    assert lim.completion_rate() == 6.0  # in the current window
+    now[0] += 0.5
+    assert lim.completion_rate() == 3.0  # the window closed
+    lim._rate, lim._completed = 1000.0, 0  # 1,000 completions a second: 200 sheds a second
+    lim.resting = 599
+    assert lim.retry_after() == 3  # 600 resting connections come back over 3 s
+    lim._rate = 5.0  # a starved server: at most 1 shed a second, but never beyond the ceiling
+    assert lim.retry_after() == MAX_RETRY_AFTER_S
+
+
+def test_a_shed_answer_keeps_its_connection_usable(serve: Callable[..., Any]) -> None:
+    """Under gunicorn's gevent worker: the unread body of a shed request is skipped, the
+    connection rests, and the next request on it is answered (framing intact)."""
+    server = serve("tests.runtime.userfns.slow", "slow", MLFN_QUEUE_DEPTH="0")
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(server.call, "POST", "/", {"ms": 3000})
+        # in flight means admitted: nothing yields between the two under gevent
+        wait_for(lambda: _in_flight(server) >= 1, 10, "the slow request to run")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = json.dumps({"ms": 0, "pad": "x" * 5000})
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})
+        first = conn.getresponse()
+        assert first.status == 503 and first.getheader("Retry-After")
+        assert json.loads(first.read())["error"]["code"] == "overloaded"
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})  # same socket
+        second = conn.getresponse()
+        assert second.status in (200, 503)
+        assert json.loads(second.read())  # a whole JSON answer: the framing held
+        conn.close()
+        assert busy.result(30).status == 200
+    metrics = server.call(path="/metrics").body.decode()
+    assert 'mlfn_requests_shed_total{function="slow",reason="queue_full"}' in metrics
+
+
+def _in_flight(server: Any) -> float:
+    text = server.call(path="/metrics").body.decode()
+    line = next(x for x in text.splitlines() if x.startswith("mlfn_requests_in_flight{"))
+    return float(line.rsplit(" ", 1)[1])
