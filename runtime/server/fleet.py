@@ -28,17 +28,17 @@ A single-worker server does not use any of this (the lean path).
 from __future__ import annotations
 
 import fcntl
-import math
 import mmap
 import os
 import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from runtime.server.errors import Overloaded
+from runtime.server.limits import ShedPacer
 
 __all__ = ["WATCH_SECONDS", "Fleet", "SharedLimiter"]
 
@@ -215,6 +215,31 @@ class SharedLimiter:
         self.timeout_s = timeout_s
         self._cond = threading.Condition()
         self._poll_s = min(WATCH_SECONDS, 0.005)
+        self.pacer = ShedPacer()  # this worker's shed clients, paced by its completions
+
+    @property
+    def full(self) -> bool:
+        """A request arriving now would be shed: every slot and queue place is taken."""
+        if self.limit <= 0:
+            return False
+        running, waiting = self.fleet.totals()
+        return (running >= self.limit or waiting > 0) and waiting >= self.queue_depth
+
+    def overloaded(self) -> Overloaded:
+        """The error of a request that finds the queue full."""
+        running, waiting = self.fleet.totals()
+        retry_after = self.pacer.retry_after()
+        return Overloaded(
+            f"{running} requests are running (containerConcurrency {self.limit}) and "
+            f"{waiting} are queued (queue depth {self.queue_depth}); retry after "
+            f"{retry_after}s or raise MLFN_QUEUE_DEPTH",
+            retry_after=retry_after,
+            reason="queue_full",
+        )
+
+    def rest(self, seconds: float, sleep: Callable[[float], object]) -> None:
+        """Rest a connection after a shed answer (see :class:`ShedPacer`)."""
+        self.pacer.rest(seconds, sleep)
 
     @property
     def running(self) -> int:
@@ -236,23 +261,18 @@ class SharedLimiter:
             with self.fleet._locked():
                 self.fleet._change(-1, 0)
             with self._cond:
+                self.pacer.completed()
                 self._cond.notify()
 
     def _acquire(self) -> None:
         fleet = self.fleet
-        retry_after = max(1, math.ceil(self.timeout_s))
         with fleet._locked():
             running, waiting = fleet.totals()
             if running < self.limit and waiting == 0:
                 fleet._change(1, 0)
                 return
             if waiting >= self.queue_depth:
-                raise Overloaded(
-                    f"{running} requests are running (containerConcurrency "
-                    f"{self.limit}) and {waiting} are queued (queue depth "
-                    f"{self.queue_depth}); retry later or raise MLFN_QUEUE_DEPTH",
-                    retry_after=retry_after,
-                )
+                raise self.overloaded()
             fleet._change(0, 1)
         deadline = time.monotonic() + self.timeout_s
         while True:
@@ -268,7 +288,8 @@ class SharedLimiter:
                     f"waited {self.timeout_s:g}s for one of {self.limit} slots "
                     "(containerConcurrency); retry later or raise "
                     "MLFN_QUEUE_TIMEOUT_SECONDS",
-                    retry_after=retry_after,
+                    retry_after=self.pacer.retry_after(),
+                    reason="queue_timeout",
                 )
             with self._cond:
                 self._cond.wait(min(left, self._poll_s))

@@ -35,6 +35,7 @@ __all__ = [
     "RETRY_AFTER_S",
     "ConcurrencyLimiter",
     "Paused",
+    "ShedPacer",
     "ShedReport",
     "cooperative_sleep",
 ]
@@ -52,54 +53,24 @@ SHED_LOG_INTERVAL_S = 10.0
 """At most one log line about shedding per interval."""
 
 
-class ConcurrencyLimiter:
-    """At most ``limit`` requests run at once; up to ``queue_depth`` more wait.
+class ShedPacer:
+    """How long shed clients wait, from this process's completion rate (see the module).
 
-    A request that finds the queue full, or waits longer than ``timeout_s``, gets
-    :class:`Overloaded` (503 with ``Retry-After``). ``limit=0`` means unlimited.
     ``clock`` (monotonic seconds) times the completion rate; tests inject one.
-
-    Example:
-        >>> lim = ConcurrencyLimiter(limit=1, queue_depth=0, timeout_s=1.0)
-        >>> with lim.slot():
-        ...     pass
     """
 
-    def __init__(
-        self,
-        limit: int,
-        queue_depth: int,
-        timeout_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limit = limit
-        self.queue_depth = queue_depth
-        self.timeout_s = timeout_s
-        self._cond = threading.Condition()
-        self._running = 0
-        self._waiting = 0
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.resting = 0  # connections resting after a shed answer
         self._completed = 0  # in the current window
         self._clock = clock
         self._window_start = clock()
         self._rate = 0.0  # completions per second in the last window of >= 1 s
 
-    @property
-    def running(self) -> int:
-        return self._running
-
-    @property
-    def waiting(self) -> int:
-        return self._waiting
-
-    @property
-    def full(self) -> bool:
-        """A request arriving now would be shed: every slot and queue place is taken."""
-        if self.limit <= 0:
-            return False
-        return (self._running >= self.limit or self._waiting > 0) and (
-            self._waiting >= self.queue_depth
-        )
+    def completed(self) -> None:
+        """One admitted request finished."""
+        if self._clock() - self._window_start >= 1.0:
+            self.completion_rate()  # close the window: an idle one must not dilute
+        self._completed += 1
 
     def completion_rate(self) -> float:
         """Requests completed per second: in the last window of a second or more, or in
@@ -129,6 +100,69 @@ class ConcurrencyLimiter:
         finally:
             self.resting -= 1
 
+
+class ConcurrencyLimiter:
+    """At most ``limit`` requests run at once; up to ``queue_depth`` more wait.
+
+    A request that finds the queue full, or waits longer than ``timeout_s``, gets
+    :class:`Overloaded` (503 with ``Retry-After``). ``limit=0`` means unlimited.
+    ``clock`` (monotonic seconds) times the completion rate; tests inject one.
+
+    Example:
+        >>> lim = ConcurrencyLimiter(limit=1, queue_depth=0, timeout_s=1.0)
+        >>> with lim.slot():
+        ...     pass
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        queue_depth: int,
+        timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.queue_depth = queue_depth
+        self.timeout_s = timeout_s
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting = 0
+        self.pacer = ShedPacer(clock)
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def resting(self) -> int:
+        """Connections resting after a shed answer."""
+        return self.pacer.resting
+
+    @property
+    def full(self) -> bool:
+        """A request arriving now would be shed: every slot and queue place is taken."""
+        if self.limit <= 0:
+            return False
+        return (self._running >= self.limit or self._waiting > 0) and (
+            self._waiting >= self.queue_depth
+        )
+
+    def completion_rate(self) -> float:
+        """Requests completed per second (see :class:`ShedPacer`)."""
+        return self.pacer.completion_rate()
+
+    def retry_after(self) -> int:
+        """Seconds a shed client should wait (see :class:`ShedPacer`)."""
+        return self.pacer.retry_after()
+
+    def rest(self, seconds: float, sleep: Callable[[float], object]) -> None:
+        """Rest a connection after a shed answer (counted in :meth:`retry_after`)."""
+        self.pacer.rest(seconds, sleep)
+
     def overloaded(self) -> Overloaded:
         """The error of a request that finds the queue full."""
         retry_after = self.retry_after()
@@ -151,9 +185,7 @@ class ConcurrencyLimiter:
         finally:
             with self._cond:
                 self._running -= 1
-                if self._clock() - self._window_start >= 1.0:
-                    self.completion_rate()  # close the window: an idle one must not dilute
-                self._completed += 1
+                self.pacer.completed()
                 self._cond.notify()
 
     def _acquire(self) -> None:
