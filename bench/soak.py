@@ -25,6 +25,8 @@ import contextlib
 import http.client
 import json
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -203,11 +205,26 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
         dataset.close()
     except BaseException:
         print(f"soak failed; the platform's log is in {home / 'dev.log'}", file=sys.stderr)
-        dev.stop()
+        _stop(dev)
         raise
-    dev.stop()
+    result["stop_s"], result["stop_line"] = _stop(dev)
     shutil.rmtree(home, ignore_errors=True)
     return result
+
+
+def _stop(dev: Dev) -> tuple[float, str]:
+    """A clean stop (it may save a long backlog); how long it took and its last line."""
+    t = time.monotonic()
+    if dev.proc.poll() is None:
+        dev.proc.send_signal(signal.SIGTERM)
+        try:
+            dev.proc.wait(300)
+        except subprocess.TimeoutExpired:
+            dev.stop()  # SIGKILL of its group; the broker outlives it (see docs/guarantees.md)
+    dev.log.close()
+    lines = (dev.home / "dev.log").read_text(errors="replace").splitlines()
+    last = next((ln for ln in reversed(lines) if ln.startswith("mlfn dev stopped")), "")
+    return time.monotonic() - t, last
 
 
 def _print(r: dict[str, Any]) -> None:
@@ -249,15 +266,18 @@ def _print(r: dict[str, Any]) -> None:
             rows.append(
                 (
                     f"RSS {role}",
-                    f"{warm / 1024:.0f} -> {end / 1024:.0f} MiB ({growth:+.1%})",
+                    f"{warm / 1024:.1f} -> {end / 1024:.1f} MiB ({growth:+.1%})",
                     f"<= {TARGET_GROWTH:+.0%}",
                 )
             )
+    rows.append(("clean stop", f"{r['stop_s']:.1f} s", "bounded (drain 10 s + backlog save)"))
     width = max(len(n) for n, _, _ in rows)
     vwidth = max(len(v) for _, v, _ in rows)
     print(f"{'figure':<{width}}  {'value':<{vwidth}}  target")
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
+    if r["stop_line"]:
+        print(r["stop_line"])
 
 
 def main(argv: list[str] | None = None) -> None:
