@@ -51,12 +51,23 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _tree_rss_kib(pid: int) -> int | None:
+    """RSS of ``pid`` and every process below it (an instance's server workers)."""
+    own = _rss_kib(pid)
+    if own is None:
+        return None
+    return own + sum(_tree_rss_kib(c) or 0 for c in _children(pid))
+
+
 def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    """Children of every thread of ``pid`` (a process started from a worker thread counts)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _status(dev: Dev) -> dict[str, Any]:
@@ -88,6 +99,18 @@ def _processes(dev: Dev) -> dict[str, int]:
         for grandchild in _children(child):
             procs[instances.get(grandchild, f"instance {grandchild}")] = grandchild
     return procs
+
+
+def _memory(dev: Dev) -> dict[str, int | None]:
+    """RSS per role; an instance counts with its server's worker processes."""
+    return {
+        role: (
+            _tree_rss_kib(pid)
+            if role not in ("mlfn dev", "broker") and "zygote" not in role
+            else _rss_kib(pid)
+        )
+        for role, pid in _processes(dev).items()
+    }
 
 
 class _Inference(threading.Thread):
@@ -166,9 +189,9 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
                 if p99 is not None:
                     worst_p99[d["name"]] = max(worst_p99.get(d["name"], 0.0), p99)
             if not rss_warm and time.monotonic() >= warm_at:
-                rss_warm = {role: _rss_kib(pid) for role, pid in _processes(dev).items()}
+                rss_warm = _memory(dev)
         produce_s = time.monotonic() - t0
-        rss_end = {role: _rss_kib(pid) for role, pid in _processes(dev).items()}
+        rss_end = _memory(dev)
         drain_limit = max(120.0, seconds)
         with contextlib.suppress(TimeoutError):  # the table says what was not delivered
             _wait(
