@@ -25,6 +25,8 @@ import contextlib
 import http.client
 import json
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,12 +51,23 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _tree_rss_kib(pid: int) -> int | None:
+    """RSS of ``pid`` and every process below it (an instance's server workers)."""
+    own = _rss_kib(pid)
+    if own is None:
+        return None
+    return own + sum(_tree_rss_kib(c) or 0 for c in _children(pid))
+
+
 def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    """Children of every thread of ``pid`` (a process started from a worker thread counts)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _status(dev: Dev) -> dict[str, Any]:
@@ -86,6 +99,18 @@ def _processes(dev: Dev) -> dict[str, int]:
         for grandchild in _children(child):
             procs[instances.get(grandchild, f"instance {grandchild}")] = grandchild
     return procs
+
+
+def _memory(dev: Dev) -> dict[str, int | None]:
+    """RSS per role; an instance counts with its server's worker processes."""
+    return {
+        role: (
+            _tree_rss_kib(pid)
+            if role not in ("mlfn dev", "broker") and "zygote" not in role
+            else _rss_kib(pid)
+        )
+        for role, pid in _processes(dev).items()
+    }
 
 
 class _Inference(threading.Thread):
@@ -164,9 +189,9 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
                 if p99 is not None:
                     worst_p99[d["name"]] = max(worst_p99.get(d["name"], 0.0), p99)
             if not rss_warm and time.monotonic() >= warm_at:
-                rss_warm = {role: _rss_kib(pid) for role, pid in _processes(dev).items()}
+                rss_warm = _memory(dev)
         produce_s = time.monotonic() - t0
-        rss_end = {role: _rss_kib(pid) for role, pid in _processes(dev).items()}
+        rss_end = _memory(dev)
         drain_limit = max(120.0, seconds)
         with contextlib.suppress(TimeoutError):  # the table says what was not delivered
             _wait(
@@ -203,11 +228,26 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
         dataset.close()
     except BaseException:
         print(f"soak failed; the platform's log is in {home / 'dev.log'}", file=sys.stderr)
-        dev.stop()
+        _stop(dev)
         raise
-    dev.stop()
+    result["stop_s"], result["stop_line"] = _stop(dev)
     shutil.rmtree(home, ignore_errors=True)
     return result
+
+
+def _stop(dev: Dev) -> tuple[float, str]:
+    """A clean stop (it may save a long backlog); how long it took and its last line."""
+    t = time.monotonic()
+    if dev.proc.poll() is None:
+        dev.proc.send_signal(signal.SIGTERM)
+        try:
+            dev.proc.wait(300)
+        except subprocess.TimeoutExpired:
+            dev.stop()  # SIGKILL of its group; the broker outlives it (see docs/guarantees.md)
+    dev.log.close()
+    lines = (dev.home / "dev.log").read_text(errors="replace").splitlines()
+    last = next((ln for ln in reversed(lines) if ln.startswith("mlfn dev stopped")), "")
+    return time.monotonic() - t, last
 
 
 def _print(r: dict[str, Any]) -> None:
@@ -249,15 +289,18 @@ def _print(r: dict[str, Any]) -> None:
             rows.append(
                 (
                     f"RSS {role}",
-                    f"{warm / 1024:.0f} -> {end / 1024:.0f} MiB ({growth:+.1%})",
+                    f"{warm / 1024:.1f} -> {end / 1024:.1f} MiB ({growth:+.1%})",
                     f"<= {TARGET_GROWTH:+.0%}",
                 )
             )
+    rows.append(("clean stop", f"{r['stop_s']:.1f} s", "bounded (drain 10 s + backlog save)"))
     width = max(len(n) for n, _, _ in rows)
     vwidth = max(len(v) for _, v, _ in rows)
     print(f"{'figure':<{width}}  {'value':<{vwidth}}  target")
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
+    if r["stop_line"]:
+        print(r["stop_line"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ import base64
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def snapshot(
     *,
     epoch: str,
     path: Path,
-    limit_s: float = 60.0,
+    limit_s: float = 300.0,
 ) -> BacklogReport:
     """Save the unconsumed tail of every topic of the broker at ``bootstrap`` to ``path``.
 
@@ -143,7 +144,16 @@ def _snapshot(
             p: min((o.get((topic, p), 0) for o in offsets.values()), default=0)
             for p in range(parts)
         }
+        began = time.monotonic()
         records = read_from(bootstrap, topic, starts, quiet_s=0.2, limit_s=limit_s)
+        if time.monotonic() - began >= limit_s:
+            log.error(
+                "the tail of %s was not read completely within %.0fs: %d record(s) saved, "
+                "the rest is lost with the broker",
+                topic,
+                limit_s,
+                len(records),
+            )
         records = [c for c in records if c.offset >= starts[c.partition]]
         starts_by_topic[topic] = starts
         header["topics"][topic] = {

@@ -121,7 +121,7 @@ def sendable(msg: events.HttpMessage) -> None:
         assert not http.client._is_illegal_header_value(raw), (name, value)  # type: ignore[attr-defined]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(record=records, key_type=KEY_TYPES, wrap=st.booleans())
 @example(record=KafkaRecord(value=b'{"n": 1}', key=b"\xff\xfe\x07"), key_type="string", wrap=True)
 @example(record=KafkaRecord(value=b"{}", key="€".encode()), key_type="string", wrap=True)
