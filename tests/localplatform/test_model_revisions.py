@@ -45,6 +45,10 @@ def model_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
         yield platform
 
 
+def _canary_log(platform: Platform) -> str:
+    return "\n".join(line for line in platform.output().splitlines() if "canary of" in line)
+
+
 def _store(platform: Platform) -> LocalModelStore:
     return LocalModelStore(platform.home / "models")
 
@@ -95,7 +99,9 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
         )
         n = 60  # well within one analysis interval, on a loaded machine too
         got = _versions(s, p, "canary", n)
-        assert _traffic(p, "canary")["canary-00002"] == 30, "promoted before the split was seen"
+        assert _traffic(p, "canary").get("canary-00002") == 30, (
+            "judged before the split was seen: " + _canary_log(p)
+        )
         assert set(got) == {1, 2}, got
         sd = (n * 0.3 * 0.7) ** 0.5
         assert abs(got[2] - 0.3 * n) < 4 * sd, got
