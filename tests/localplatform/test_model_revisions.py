@@ -122,7 +122,7 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
         )
         wait_for(
             lambda: _versions(s, p, "canary", 5) and _traffic(p, "canary") == {"canary-00002": 100},
-            45,
+            60,
             "the broken canary to be rolled back",
         )
         assert store.latest("canary-m") == 2, "latest must name the version that serves"
@@ -137,7 +137,7 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
         )
         wait_for(
             lambda: _versions(s, p, "canary", 5) and _traffic(p, "canary") == {"canary-00002": 100},
-            45,
+            60,
             "the low-quality canary to be rolled back on model quality",
         )
         assert set(_versions(s, p, "canary", 10)) == {2}
@@ -147,6 +147,13 @@ def test_canary_splits_versions_then_promotes_and_a_broken_version_is_rolled_bac
 
 def test_a_bootstrapped_first_version_pins_the_first_revision(model_platform: Platform) -> None:
     p = model_platform
+    # on a busy machine the first instance may scale to zero before it bootstraps: wake it
+    wait_for(
+        lambda: p.call("boot", {"x": 0.0}).status_code == 200,
+        60,
+        "boot to answer",
+        ignore=(requests.RequestException,),
+    )
     wait_for(lambda: p.revisions("boot")[0]["model"] == 1, 45, "boot-00001 pinned to v1")
     assert "boot-00001 pinned to model v1" in p.output()
     assert p.call("boot", {"x": 0.0}).json() == {"label": 5, "model_version": 1}
