@@ -102,6 +102,10 @@ class RevisionStats:
         buckets: the latency histogram (see :data:`Buckets`).
         quality: the served model version's quality figures (``accuracy``, ...), the
             lowest over the revision's instances; a gauge, not a counter.
+        answered: how many instances' ``/metrics`` were read (None: not scraped). A
+            reading of zero instances is no reading at all: the driver skips that check
+            instead of counting it as failed (a scrape that times out on a busy laptop is
+            not the candidate's fault; Flagger's Prometheus does not have this gap).
     """
 
     revision: str
@@ -109,6 +113,7 @@ class RevisionStats:
     errors: int = 0
     buckets: Buckets = ()
     quality: Mapping[str, float] = field(default_factory=dict)
+    answered: int | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -131,6 +136,7 @@ class RevisionStats:
             self.errors - base.errors,
             tuple((le, max(0, n - old.get(le, 0))) for le, n in self.buckets),
             self.quality,
+            self.answered,
         )
 
 
@@ -343,6 +349,14 @@ class CanaryDriver:
             if now - c.checked_at < self.interval(ctl.rollout):
                 continue
             current = self._read(c.function).get(ctl.candidate, RevisionStats(ctl.candidate))
+            if current.answered == 0:
+                log.warning(
+                    "canary of %s: no instance of %s answered its /metrics; check skipped",
+                    c.function,
+                    ctl.candidate,
+                )
+                c.checked_at = now
+                continue
             before = (ctl.weight, ctl.failed_checks, ctl.iterations)
             d = ctl.check(current.since(c.base))
             try:

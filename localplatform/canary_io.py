@@ -55,7 +55,9 @@ def parse_metrics(revision: str, text: str) -> RevisionStats:
             elif sample.name == "mlfn_model_quality":
                 name = str(sample.labels.get("metric", ""))
                 quality[name] = min(quality.get(name, math.inf), float(sample.value))
-    return RevisionStats(revision, requests, errors, tuple(sorted(buckets.items())), quality)
+    return RevisionStats(
+        revision, requests, errors, tuple(sorted(buckets.items())), quality, answered=1
+    )
 
 
 def _add(a: RevisionStats, b: RevisionStats) -> RevisionStats:
@@ -71,12 +73,14 @@ def _add(a: RevisionStats, b: RevisionStats) -> RevisionStats:
         a.errors + b.errors,
         tuple(sorted(buckets.items())),
         quality,
+        (a.answered or 0) + (b.answered or 0),
     )
 
 
-def scrape(revision: str, urls: list[str], *, timeout_s: float = 2.0) -> RevisionStats:
-    """Sum the ``/metrics`` of every instance of a revision (unreachable ones count zero)."""
-    total = RevisionStats(revision)
+def scrape(revision: str, urls: list[str], *, timeout_s: float = 5.0) -> RevisionStats:
+    """Sum the ``/metrics`` of every instance of a revision (unreachable ones count zero;
+    ``answered`` says how many were read)."""
+    total = RevisionStats(revision, answered=0)
     for url in urls:
         try:
             resp = urllib3.request("GET", f"{url}/metrics", timeout=timeout_s, retries=False)
@@ -112,6 +116,9 @@ def local_reader(settings: LocalRoot) -> Reader:
                 seen.errors + gateway,
                 seen.buckets,
                 seen.quality,
+                # no ready instance is a reading (of the gateway's errors); ready ones
+                # that do not answer are not
+                seen.answered if urls else None,
             )
         return out
 

@@ -78,6 +78,7 @@ def test_records_become_knative_events_and_poison_is_dead_lettered(
         namespace="ns1",
         max_record_bytes=1000,
         delivery=Delivery(retry=1, dead_letter_sink=dlq, **FAST),
+        extensions=(("mlfnsource", "src"),),
     )
     d = run_dispatcher(cfg)
     dead = read_until(bootstrap, dlq, 4)
@@ -104,6 +105,8 @@ def test_records_become_knative_events_and_poison_is_dead_lettered(
     assert [(e["attrs"]["knativekafkapartition"], e["attrs"]["knativekafkaoffset"]) for e in
             delivered[:2]] == [("0", "0"), ("0", "2")]  # fmt: skip
     assert "knativekafkaoffset" in delivered[2]["attrs"]  # a CloudEvent record too
+    # the source's ceOverrides reach wrapped and CloudEvent records alike
+    assert {e["attrs"]["mlfnsource"] for e in delivered} == {"src"}
     assert json.loads(delivered[0]["data"]) == {"n": 0}
     assert delivered[2]["attrs"]["type"] == "mlfn.x" and json.loads(delivered[2]["data"]) == {
         "a": 1

@@ -276,3 +276,19 @@ def test_a_rolled_back_revision_gets_no_traffic_from_the_next_canary() -> None:
     t.rollback()
     assert t.percent == {"r1": 100}
     assert {t.pick(random.Random(i)) for i in range(50)} == {"r1"}
+
+
+def test_a_check_whose_scrape_reached_no_instance_is_skipped_not_failed() -> None:
+    counters = {"p-2": RevisionStats("p-2", answered=0)}
+    now = [0.0]
+    target = Target()
+    driver = CanaryDriver(lambda fn: dict(counters), target, clock=lambda: now[0])
+    driver.begin("predict", Rollout(strategy="canary", threshold=1), candidate="p-2",
+                 stable="p-1", weight=20)  # fmt: skip
+    for t in (30.0, 60.0):
+        now[0] = t
+        assert driver.tick() == []  # nothing read: neither a failed check nor a rollback
+    counters["p-2"] = page(ok=10)
+    now[0] = 90.0
+    [(_, d)] = driver.tick()
+    assert d.action == "advance" and target.calls == [("weight 40", "predict")]

@@ -36,8 +36,8 @@ def swap(batch: list[Req], model: LoadedModel) -> list[Resp]:
     rollout={
         "strategy": "canary",
         "step_weight": 30,
-        "max_weight": 30,
-        "threshold": 1,  # the tests keep traffic flowing: every interval has requests
+        "max_weight": 60,
+        "threshold": 2,  # one interval without data (a busy machine) is forgiven
         "min_success_rate": 95,
         "max_latency_p99": 5,  # seconds: latencies on a shared machine are noise
         "min_model_quality": 0.8,
