@@ -6,9 +6,9 @@ wake functions from zero as HTTP requests do). One line on stdout says where the
 is once everything is up; a run file under ``settings.common.home`` lets ``mlfn status`` and
 ``mlfn rollout`` find it.
 
-Stop (Ctrl-C or SIGTERM): the eventing plane first (it finishes and commits what it
-delivered), then the gateway (requests in progress finish), then the instances (SIGTERM
-drains them) and the zygotes, the broker last. Instances and zygotes also die with this
+Stop (Ctrl-C, SIGTERM, or SIGHUP when its terminal closes): the eventing plane first (it
+finishes and commits what it delivered), then the gateway (requests in progress finish),
+then the instances (SIGTERM drains them) and the zygotes, the broker last. Instances and zygotes also die with this
 process if it is killed (``PR_SET_PDEATHSIG``).
 """
 
@@ -201,7 +201,8 @@ async def _main(settings: LocalRoot, options: DevOptions) -> int:
         why.append(sig.name)
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal closed; stop in order too, or the broker outlives the platform
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig)
     platform = DevPlatform(settings, options)
     starting = asyncio.ensure_future(platform.start())
@@ -221,7 +222,8 @@ async def _main(settings: LocalRoot, options: DevOptions) -> int:
     stopped.cancel()
     log.info("mlfn dev stopping (%s)", why[0] if why else "start-up failed")
     await platform.stop()
-    print("mlfn dev stopped", flush=True)
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        print("mlfn dev stopped", flush=True)
     return code
 
 
