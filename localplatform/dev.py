@@ -6,7 +6,7 @@ wake functions from zero as HTTP requests do). One line on stdout says where the
 is once everything is up; a run file under ``settings.common.home`` lets ``mlfn status`` and
 ``mlfn rollout`` find it.
 
-Stop (Ctrl-C or SIGTERM): the eventing plane first (in-flight deliveries finish within
+Stop (Ctrl-C, SIGTERM, or SIGHUP when its terminal closes): the eventing plane first (in-flight deliveries finish within
 ``MLFN_PLATFORM_DRAIN_SECONDS``, delivered offsets are committed), then the embedded
 broker's unconsumed records are saved to ``<home>/platform/backlog.jsonl``
 (:mod:`eventing.backlog`) and replayed into the next broker on the next start, then the
@@ -365,7 +365,8 @@ async def _main(settings: LocalRoot, options: DevOptions) -> int:
         why.append(sig.name)
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal closed; stop in order too, or the broker outlives the platform
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig)
     platform = DevPlatform(settings, options)
     starting = asyncio.ensure_future(platform.start())
@@ -385,10 +386,11 @@ async def _main(settings: LocalRoot, options: DevOptions) -> int:
     stopped.cancel()
     log.info("mlfn dev stopping (%s)", why[0] if why else "start-up failed")
     await platform.stop()
-    print(
-        "mlfn dev stopped" + (f": {platform.stop_report}" if platform.stop_report else ""),
-        flush=True,
-    )
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        print(
+            "mlfn dev stopped" + (f": {platform.stop_report}" if platform.stop_report else ""),
+            flush=True,
+        )
     return code
 
 

@@ -149,3 +149,26 @@ def test_a_healthy_start_logs_no_kafka_noise_as_errors(example_platform: Platfor
         )
     ]
     assert noisy == []
+
+
+def test_closing_the_terminal_stops_everything_the_embedded_broker_included(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP (the terminal of `make dev` closed) stops in order, as Ctrl-C does."""
+    import signal
+
+    from tests.fixtures.platform import descendants, stop_platform
+
+    with start_platform(tmp_path, MLFN_PLATFORM_EVENTING="true") as platform:
+        family = descendants(platform.proc.pid)
+        assert any("tansu" in _cmdline(p) for p in family), "the embedded broker runs"
+        stop_platform(platform.proc, platform.log, signal.SIGHUP)
+        assert platform.proc.returncode == 0
+        assert "mlfn dev stopping (SIGHUP)" in platform.output()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

@@ -103,24 +103,26 @@ def _mlfn(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.e2e
-def test_scaffolded_functions_list_pass_their_tests_and_run_under_mlfn_dev(tmp_path: Path) -> None:
+def test_scaffolded_functions_list_pass_their_tests_and_run_under_mlfn_dev(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlfn.cli import root
+
     env = {"MLFN_FUNCTIONS_PACKAGE": "myfns"}
-    for kind in KINDS:
-        made = _mlfn(
-            tmp_path,
-            "new",
-            KINDS_AND_NAMES[kind],
-            "--kind",
-            kind,
-            "--model",
-            "churn",
-            "--tests-dir",
-            "tests",
-            **env,
-        )
-        assert made.returncode == 0, made.stderr
-    again = _mlfn(tmp_path, "new", "churn", "--kind", "inference", **env)
-    assert again.returncode == 1 and "exists already" in again.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runner = CliRunner()
+    try:
+        for kind in KINDS:
+            name = KINDS_AND_NAMES[kind]
+            args = ["new", name, "--kind", kind, "--model", "churn", "--tests-dir", "tests"]
+            made = runner.invoke(root, args, env=env)
+            assert made.exit_code == 0, made.output
+        again = runner.invoke(root, ["new", "churn", "--kind", "inference"], env=env)
+        assert again.exit_code == 1 and "exists already" in again.output
+    finally:  # the name checks imported the new package into this process
+        for module in [m for m in sys.modules if m == "myfns" or m.startswith("myfns.")]:
+            del sys.modules[module]
 
     listed = _mlfn(tmp_path, "list", **env)
     assert listed.returncode == 0, listed.stderr
