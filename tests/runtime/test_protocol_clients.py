@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -188,7 +187,7 @@ def test_binary_sizes_that_do_not_fit_are_a_400_naming_the_input(
 
 
 def test_pinned_versions_answer_or_name_the_versions_that_exist(
-    server: tuple[ServerProcess, str], tmp_path: Path
+    server: tuple[ServerProcess, str],
 ) -> None:
     from runtime.models.store import LocalModelStore
 
