@@ -21,6 +21,7 @@ The mapping, pure and without I/O:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -137,6 +138,13 @@ def decode_inputs(
     return rows, bool(whole)
 
 
+@functools.cache
+def _ranks(model: type[BaseModel]) -> dict[str, int]:
+    """Each field's rank per request (computed once per model: typing introspection is slow)."""
+    return {n: len(_describe(f.annotation)[1]) for n, f in model.model_fields.items()}
+
+
+@functools.cache
 def _any_name_field(model: type[BaseModel]) -> str | None:
     """The field a lone tensor of any name fills: the only required one (or the only one)."""
     fields = model.model_fields
@@ -166,7 +174,7 @@ def _column(
                 f"{where}: unknown input {name!r}; this model takes: {', '.join(fields)}"
             )
         name = fallback
-    rank = len(_describe(model.model_fields[name].annotation)[1])
+    rank = _ranks(model)[name]
     if array is not None:
         return _array_column(where, name, rank, tensor.get("datatype"), array)
     if (

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -188,7 +187,7 @@ def test_binary_sizes_that_do_not_fit_are_a_400_naming_the_input(
 
 
 def test_pinned_versions_answer_or_name_the_versions_that_exist(
-    server: tuple[ServerProcess, str], tmp_path: Path
+    server: tuple[ServerProcess, str],
 ) -> None:
     from runtime.models.store import LocalModelStore
 
@@ -201,7 +200,7 @@ def test_pinned_versions_answer_or_name_the_versions_that_exist(
     home = s.log_path.parent  # MLFN_HOME of the server
     store = LocalModelStore(home / "models")
     store.publish("digits", store.load("digits", 1).model, extra={"test": "pinning"})
-    wait_for(lambda: _json_route(s, X[:1])["model_version"] == 2, 30, "the server to serve v2")
+    wait_for(lambda: _json_route(s, X[:1])["model_version"] == 2, 60, "the server to serve v2")
     for version in ("1", "2"):
         r = s.call("POST", f"/v2/models/predict/versions/{version}/infer", oip)
         assert r.status == 200 and r.json()["model_version"] == version, r.body
