@@ -17,6 +17,7 @@ import math
 import socket
 import time
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
@@ -65,6 +66,30 @@ def gunicorn_options(
 _STOP_KEEPALIVE_LINGER_S = 1.5
 
 
+@contextlib.contextmanager
+def _entry_points_read_once() -> Iterator[None]:
+    """Within the block, ``importlib.metadata.entry_points`` scans the installed packages once.
+
+    gevent's ``patch_all`` looks up its plugins' entry points once per patched module:
+    25 scans of every installed distribution's metadata, most of a worker's boot time
+    (2.3 s of 2.5 s from fork to ``/readyz`` 200, measured on a busy 2-core machine;
+    0.45 s with this). The same entry points, read once.
+    """
+    from importlib import metadata
+
+    real = metadata.entry_points
+    everything: Any = real()  # EntryPoints (SelectableGroups on 3.11): both have select()
+
+    def cached(**params: Any) -> Any:
+        return everything.select(**params)
+
+    metadata.entry_points = cached
+    try:
+        yield
+    finally:
+        metadata.entry_points = real
+
+
 def _gevent_worker() -> type:
     """gunicorn's gevent worker, but a stopping worker closes idle kept-alive connections.
 
@@ -92,6 +117,10 @@ def _gevent_worker() -> type:
             finally:
                 self._sockets.pop(me, None)
                 self._waiting.pop(me, None)
+
+        def patch(self) -> None:
+            with _entry_points_read_once():
+                super().patch()
 
         def timeout_ctx(self) -> Any:
             # entered while a connection waits for its next request
