@@ -56,6 +56,7 @@ class Instance:
     t_ready: float | None = None
     model_version: str | None = None
     exit_code: int | None = None
+    failure: str | None = None  # why it cannot become ready, as its server said
     pool: UpstreamPool = field(init=False)
 
     def __post_init__(self) -> None:

@@ -370,8 +370,11 @@ class App:
     def _readiness(self) -> tuple[int, dict[str, str], bytes]:
         if self.ready:
             return 200, dict(_JSON), b'{"status":"ready"}'
-        reason = self.load_error or "loading the function's model"
-        return 503, dict(_JSON), json.dumps({"status": "not ready", "reason": reason}).encode()
+        if self.load_error is not None:  # final: a platform stops waiting for this instance
+            body = {"status": "failed", "reason": self.load_error}
+        else:
+            body = {"status": "not ready", "reason": "loading the function's model"}
+        return 503, dict(_JSON), json.dumps(body).encode()
 
     def _run(
         self, call: Callable[[], tuple[int, dict[str, str], bytes]]
