@@ -3,7 +3,7 @@
 A :class:`ZygoteClient` runs ``python -m localplatform.zygote`` in its own session (so a
 Ctrl-C in the terminal reaches only ``mlfn dev``, which then stops everything in order)
 and turns its JSON-line events into calls of ``on_event``. :func:`probe_ready` polls an
-instance's ``/readyz`` until it answers 200.
+instance's ``/readyz`` until it answers 200, or until the server says it cannot get there.
 """
 
 from __future__ import annotations
@@ -227,14 +227,32 @@ async def fetch(port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]
     return await asyncio.get_running_loop().run_in_executor(None, get)
 
 
-async def probe_ready(port: int, alive: Callable[[], bool], interval: float = 0.01) -> bool:
-    """Poll ``/readyz`` until 200 (True) or ``alive()`` turns false (False)."""
+async def probe_ready(
+    port: int, alive: Callable[[], bool], interval: float = 0.01
+) -> tuple[bool, str | None]:
+    """Poll ``/readyz`` until 200 (``True, None``), until the server says it cannot become
+    ready (``False, reason``: its model failed to load), or ``alive()`` turns false
+    (``False, None``)."""
     while alive():
         try:
-            status, _ = await fetch(port, "/readyz", timeout=2.0)
+            status, body = await fetch(port, "/readyz", timeout=2.0)
             if status == 200:
-                return True
+                return True, None
+            failure = _failure(body)
+            if failure is not None:
+                return False, failure
         except (OSError, TimeoutError, ValueError, IndexError):
             pass
         await asyncio.sleep(interval)
-    return False
+    return False, None
+
+
+def _failure(body: bytes) -> str | None:
+    """The reason of a final ``/readyz`` 503 (``{"status": "failed", "reason": ...}``)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(answer, dict) and answer.get("status") == "failed":
+        return str(answer.get("reason") or "the server reports that it cannot become ready")
+    return None

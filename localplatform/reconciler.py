@@ -62,7 +62,8 @@ class Reconciler:
 
     ``functions`` is filled in here and read by the rest of the platform (gateway,
     metrics); ``poke`` is handed to every new revision (its activator calls it when a
-    request is held); ``readiness`` runs for each spawned instance until it is ready.
+    request is held); ``readiness`` runs for each spawned instance until it is ready, or
+    returns why it cannot be (then the instance is stopped and counts as a failed start).
     """
 
     def __init__(
@@ -73,7 +74,7 @@ class Reconciler:
         metrics: PlatformMetrics,
         models: ModelPointers,
         poke: Callable[[Revision], None],
-        readiness: Callable[[Instance], Awaitable[None]],
+        readiness: Callable[[Instance], Awaitable[str | None]],
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -262,7 +263,7 @@ class Reconciler:
             if inst.state == "terminating":
                 self.terminate(inst)
             else:
-                self.track(self.readiness(inst))
+                self.track(self._await_ready(inst))
         elif kind == "phase":
             if event["phase"] == "spawn":
                 inst.t_spawn = float(event["t"])
@@ -270,6 +271,13 @@ class Reconciler:
                 inst.t_imports = float(event["t"])
         elif kind in ("exit", "error"):
             self._exited(inst, event)
+
+    async def _await_ready(self, inst: Instance) -> None:
+        failure = await self.readiness(inst)
+        if failure is not None and inst.state == "starting":
+            log.warning("%s cannot become ready (%s); stopping it", inst.id, failure)
+            inst.failure = failure  # the reason its exit reports
+            self.terminate(inst)
 
     def _exited(self, inst: Instance, event: dict[str, Any]) -> None:
         rev = inst.revision
@@ -281,7 +289,7 @@ class Reconciler:
         if was == "terminating" or self.stopping:
             return
         now = self.clock()
-        reason = event.get("message") or f"exit code {inst.exit_code}"
+        reason = inst.failure or event.get("message") or f"exit code {inst.exit_code}"
         if was == "starting":
             rev.start_failures += 1
             rev.last_failure = str(reason)

@@ -57,6 +57,7 @@ class Instance:
     model_version: str | None = None
     exit_code: int | None = None
     grpc_port: int | None = None
+    failure: str | None = None  # why it cannot become ready, as its server said
     pool: UpstreamPool = field(init=False)
 
     def __post_init__(self) -> None:

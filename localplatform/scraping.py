@@ -1,6 +1,7 @@
 """Scraping the instances: readiness, the phases of each cold start, and ``/metrics``.
 
-:class:`Scraper` waits for a spawned instance's ``/readyz``, then records its cold start,
+:class:`Scraper` waits for a spawned instance's ``/readyz`` (or its final refusal: a model
+that failed to load), then records its cold start,
 first with the platform's own marks (spawn, imports, ready) and then refined with the
 server's (``mlfn_cold_start_seconds`` on its ``/metrics``: imports done, model loaded).
 :meth:`Scraper.scrape` also reads the model version an instance serves.
@@ -30,11 +31,16 @@ class Scraper:
         self.clock = clock
         self.metrics = metrics
 
-    async def readiness(self, inst: Instance) -> None:
-        """Wait until ``inst`` is ready (or no longer starting); then record its cold start."""
-        ok = await probe_ready(inst.port, lambda: inst.state == "starting")
+    async def readiness(self, inst: Instance) -> str | None:
+        """Wait until ``inst`` is ready, then record its cold start.
+
+        Returns:
+            None, or why ``inst`` cannot become ready (its server said so on ``/readyz``).
+            An instance that stops starting (it exited, or is being stopped) is left alone.
+        """
+        ok, failure = await probe_ready(inst.port, lambda: inst.state == "starting")
         if not ok:
-            return
+            return failure
         inst.t_ready = self.clock()
         rev = inst.revision
         rev.mark_ready(inst)
@@ -49,6 +55,7 @@ class Scraper:
             total,
             ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()),
         )
+        return None
 
     @staticmethod
     def _local_phases(inst: Instance) -> dict[str, float]:

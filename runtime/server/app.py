@@ -524,7 +524,13 @@ class App:
         problem = self._store_problem() if self.ready else None
         if self.ready and problem is None:
             return 200, dict(_JSON), b'{"status":"ready"}'
-        reason = problem or self.load_error or self.waiting_on or "loading the function's model"
+        if self.load_error is not None:  # final: a platform stops waiting for this instance
+            return (
+                503,
+                dict(_JSON),
+                json.dumps({"status": "failed", "reason": self.load_error}).encode(),
+            )
+        reason = problem or self.waiting_on or "loading the function's model"
         if reason == "loading the function's model" and self._ready.is_set() and self.fleet:
             reason = (
                 f"{self.fleet.ready_count()} of {self.fleet.workers} worker processes "

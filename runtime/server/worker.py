@@ -28,6 +28,7 @@ import socket
 import time
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -270,6 +271,30 @@ def _refuse(app: App, sendall: Any, err: e.HttpError) -> None:
         sendall(encode(app.error_response(err), keep_alive=False))
 
 
+@contextlib.contextmanager
+def _entry_points_read_once() -> Iterator[None]:
+    """Within the block, ``importlib.metadata.entry_points`` scans the installed packages once.
+
+    gevent's ``patch_all`` looks up its plugins' entry points once per patched module:
+    25 scans of every installed distribution's metadata, most of a worker's boot time
+    (2.3 s of 2.5 s from fork to ``/readyz`` 200, measured on a busy 2-core machine;
+    0.45 s with this). The same entry points, read once.
+    """
+    from importlib import metadata
+
+    real = metadata.entry_points
+    everything: Any = real()  # EntryPoints (SelectableGroups on 3.11): both have select()
+
+    def cached(**params: Any) -> Any:
+        return everything.select(**params)
+
+    metadata.entry_points = cached  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        metadata.entry_points = real
+
+
 def worker_class() -> type:
     """The gunicorn worker class (gevent is imported only when a server uses it)."""
     import gevent
@@ -282,6 +307,10 @@ def worker_class() -> type:
             # gevent patches ssl after the master imported it (nothing here uses TLS)
             warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl")
             super().init_process()
+
+        def patch(self) -> None:
+            with _entry_points_read_once():
+                super().patch()
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
             client.setblocking(True)

@@ -27,7 +27,6 @@ def test_example_pipeline_http_and_events_wake_functions_from_zero(
     with start_platform(
         tmp_path,
         MLFN_FUNCTIONS_PACKAGE="functions",
-        MLFN_PLATFORM_SERVER="localplatform.instance:run",
         MLFN_PLATFORM_PRELOAD="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         MLFN_PLATFORM_EVENTING="true",
         MLFN_BOOTSTRAP_SERVERS=broker,

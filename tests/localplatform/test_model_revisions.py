@@ -37,7 +37,6 @@ def model_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
     with start_platform(
         tmp,
         MLFN_FUNCTIONS_PACKAGE="tests.localplatform.modelfns",
-        MLFN_PLATFORM_SERVER="localplatform.instance:run",
         MLFN_PLATFORM_PRELOAD="flask,numpy,sklearn,skops.io,gevent,gunicorn.workers.ggevent",
         MLFN_LOOP_CANARY_TICK_SECONDS="0.2",
         MLFN_LOOP_CANARY_INTERVAL_SECONDS="10",

@@ -11,10 +11,7 @@ from tests.fixtures.platform import Platform, start_platform
 
 pytestmark = pytest.mark.integration
 
-REAL = {
-    "MLFN_FUNCTIONS_PACKAGE": "tests.localplatform.realfns",
-    "MLFN_PLATFORM_SERVER": "localplatform.instance:run",
-}
+REAL = {"MLFN_FUNCTIONS_PACKAGE": "tests.localplatform.realfns"}
 
 
 def _batch_sizes(platform: Platform, n: int = 8) -> list[int]:

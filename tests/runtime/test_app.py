@@ -136,7 +136,8 @@ def test_readiness_is_503_until_the_model_loads() -> None:
 
     app = create_app(fn, Settings(), model_opener=slow_open)
     assert get(app, "/healthz").status == 200
-    assert get(app, "/readyz").status == 503
+    loading = get(app, "/readyz")
+    assert loading.status == 503 and loading.json()["status"] == "not ready"
     assert get(app, "/v2/health/ready").status == 503
     r = post(app, "/", {"x": [1]})
     assert r.status == 503 and r.headers["Retry-After"] == "1"
@@ -155,6 +156,7 @@ def test_a_failed_model_load_is_reported_on_readyz() -> None:
     assert not app.wait_ready(5)
     r = get(app, "/readyz")
     assert r.status == 503 and "store is on fire" in r.json()["reason"]
+    assert r.json()["status"] == "failed", "final, unlike the 503 while loading"
 
 
 def test_oip_routes_and_tensors() -> None:

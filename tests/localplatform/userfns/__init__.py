@@ -1,1 +1,1 @@
-"""Tiny user functions for the local platform's tests (served by ``_server.run``)."""
+"""Tiny user functions for the local platform's tests, served by the real server."""
