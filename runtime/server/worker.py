@@ -288,7 +288,7 @@ def _entry_points_read_once() -> Iterator[None]:
     def cached(**params: Any) -> Any:
         return everything.select(**params)
 
-    metadata.entry_points = cached  # type: ignore[assignment]
+    metadata.entry_points = cached
     try:
         yield
     finally:
