@@ -323,12 +323,21 @@ class App:
         headers_out = list(resp.headers.items())
         headers_out.append(("Content-Length", str(len(resp.body))))
         start_response(_STATUS.get(resp.status) or f"{resp.status} Status", headers_out)
+        rest = self.rest_for(resp)
+        return [resp.body] if rest is None else Paused(resp.body, rest)
+
+    def rest_for(self, resp: Response) -> Callable[[], None] | None:
+        """How the connection that carried ``resp`` rests once it is sent, or None.
+
+        A shed answer's connection is not read again for as long as its ``Retry-After``
+        says, cooperatively (gevent only; see :mod:`runtime.server.limits`), so clients
+        that ignore it cannot take the event loop from the requests already admitted.
+        """
         sleep = self._rest
-        if sleep is not None and resp.status == 503 and "Retry-After" in resp.headers:
-            # the connection rests as long as the client was told to wait (see limits)
-            seconds = float(resp.headers["Retry-After"])
-            return Paused(resp.body, lambda: self.limiter.rest(seconds, sleep))
-        return [resp.body]
+        if sleep is None or resp.status != 503 or "Retry-After" not in resp.headers:
+            return None
+        seconds = float(resp.headers["Retry-After"])
+        return lambda: self.limiter.rest(seconds, sleep)
 
     def _limited(self, method: str, path: str) -> bool:
         """Whether a request goes through the concurrency limit (probes never do)."""

@@ -247,6 +247,11 @@ def serve_connection(
                 return
             if not keep:
                 return
+            rest = app.rest_for(resp)
+            if rest is not None:  # a shed answer: this connection waits its Retry-After
+                rest()
+                if not tracker.alive:
+                    return
         if msg.reject is not None:
             _refuse(app, sendall, msg.reject)
             return
