@@ -134,6 +134,8 @@ class App:
         shed = self.metrics.shed
         self.shed_report = ShedReport(lambda reason: shed.labels(function.name, reason).inc(), log)
         self._rest = cooperative_sleep()  # shed answers rest their connection (gevent only)
+        self.metrics.queued.set_function(lambda: self.limiter.waiting)
+        self.metrics.resting.set_function(lambda: self.limiter.resting)
         self.load_error: str | None = None
         self._ready = threading.Event()
         self._opener = model_opener

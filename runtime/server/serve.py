@@ -33,6 +33,8 @@ __all__ = ["gunicorn_options", "run"]
 
 log = logging.getLogger("mlfn.server")
 
+WORKER_CONNECTIONS = 10_000
+
 
 def gunicorn_options(
     function: Function, settings: RuntimeSettings, host: str, port: int
@@ -43,7 +45,9 @@ def gunicorn_options(
         "workers": 1,
         "worker_class": "gevent" if function.spec.kind == "inference" else "gthread",
         "threads": settings.server.threads,
-        "worker_connections": 1000,
+        # connections, not requests: above it gevent stops accepting, and probes (/healthz,
+        # /metrics) wait behind clients that were shed and rest (runtime/server/limits.py)
+        "worker_connections": WORKER_CONNECTIONS,
         "graceful_timeout": math.ceil(settings.server.drain_seconds),
         "timeout": max(30, function.spec.timeout_seconds),
         "keepalive": 75,
@@ -136,6 +140,16 @@ def _gevent_worker() -> type:
     return Worker
 
 
+def _open_files(wanted: int) -> None:
+    """Raise the soft limit of open files towards ``wanted`` (each connection is one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def __init__(self, options: dict[str, Any], factory: Any) -> None:
         self._options = options
@@ -185,6 +199,7 @@ def run(
     """
     started = started_at if started_at is not None else process_start_time()
     options = gunicorn_options(function, settings, host, port)
+    _open_files(WORKER_CONNECTIONS + 256)
 
     def factory() -> App:
         return create_app(function, settings, emitters=emitters, started_at=started)
