@@ -45,7 +45,7 @@ RETRY_AFTER_S = 1
 MAX_RETRY_AFTER_S = 30
 """The longest ``Retry-After`` of a shed answer (seconds)."""
 
-SHED_SHARE = 0.2
+SHED_SHARE = 0.1
 """Shed answers per completed request, at most, while connections rest."""
 
 SHED_LOG_INTERVAL_S = 10.0
