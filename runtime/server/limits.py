@@ -33,6 +33,7 @@ from runtime.server.errors import Overloaded
 __all__ = [
     "MAX_RETRY_AFTER_S",
     "RETRY_AFTER_S",
+    "SHED_SHARE",
     "ConcurrencyLimiter",
     "Paused",
     "ShedReport",
