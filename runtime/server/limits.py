@@ -33,6 +33,7 @@ from runtime.server.errors import Overloaded
 __all__ = [
     "MAX_RETRY_AFTER_S",
     "RETRY_AFTER_S",
+    "SHED_SHARE",
     "ConcurrencyLimiter",
     "Paused",
     "ShedPacer",
@@ -46,7 +47,7 @@ RETRY_AFTER_S = 1
 MAX_RETRY_AFTER_S = 30
 """The longest ``Retry-After`` of a shed answer (seconds)."""
 
-SHED_SHARE = 0.2
+SHED_SHARE = 0.1
 """Shed answers per completed request, at most, while connections rest."""
 
 SHED_LOG_INTERVAL_S = 10.0

@@ -80,6 +80,18 @@ class Metrics:
             [*names, "reason"],
             registry=r,
         )
+        self.queued = Gauge(
+            "mlfn_requests_queued",
+            "Requests waiting for a slot (containerConcurrency), set at scrape time",
+            ["function"],
+            registry=r,
+        ).labels(function)
+        self.resting = Gauge(
+            "mlfn_connections_resting",
+            "Connections resting after a shed answer (for their Retry-After), at scrape time",
+            ["function"],
+            registry=r,
+        ).labels(function)
         self.batch_size = Histogram(
             "mlfn_batch_size",
             "Items per call of the function",

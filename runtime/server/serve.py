@@ -43,6 +43,9 @@ __all__ = ["available_cpus", "gunicorn_options", "run", "worker_class", "worker_
 
 log = logging.getLogger("mlfn.server")
 
+WORKER_CONNECTIONS = 10_000
+
+
 _CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -106,7 +109,9 @@ def gunicorn_options(
         "workers": worker_count(function, settings),
         "worker_class": worker_class(function),
         "threads": settings.server.threads,
-        "worker_connections": 1000,
+        # connections, not requests: above it gevent stops accepting, and probes (/healthz,
+        # /metrics) wait behind clients that were shed and rest (runtime/server/limits.py)
+        "worker_connections": WORKER_CONNECTIONS,
         "graceful_timeout": math.ceil(settings.server.drain_seconds),
         "timeout": max(30, function.spec.timeout_seconds),
         "keepalive": 75,
@@ -133,6 +138,16 @@ def _share_native_threads(workers: int) -> None:
     except ImportError:  # pragma: no cover - a dependency; without it, no limit
         return
     threadpool_limits(max(1, available_cpus() // workers))
+
+
+def _open_files(wanted: int) -> None:
+    """Raise the soft limit of open files towards ``wanted`` (each connection is one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -203,6 +218,7 @@ def run(
     grpc = grpc_port if grpc_port is not None else settings.server.grpc_port
     if function.spec.kind != "inference":
         grpc = None
+    _open_files(WORKER_CONNECTIONS + 256)
 
     def factory(fleet: Fleet | None) -> App:
         app = create_app(function, settings, emitters=emitters, started_at=started, fleet=fleet)

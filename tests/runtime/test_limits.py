@@ -19,6 +19,7 @@ from runtime.server.errors import Overloaded
 from runtime.server.limits import (
     MAX_RETRY_AFTER_S,
     RETRY_AFTER_S,
+    SHED_SHARE,
     ConcurrencyLimiter,
     Paused,
     ShedReport,
@@ -180,9 +181,10 @@ def test_retry_after_spreads_resting_connections_over_the_completion_rate() -> N
     assert lim.completion_rate() == 6.0  # in the current window
     now[0] += 0.5
     assert lim.completion_rate() == 3.0  # the window closed
-    lim._rate, lim._completed = 1000.0, 0  # 1,000 completions a second: 200 sheds a second
+    lim._rate, lim._completed = 1000.0, 0  # 1,000 completions a second: 100 sheds a second
     lim.resting = 599
-    assert lim.retry_after() == 3  # 600 resting connections come back over 3 s
+    assert SHED_SHARE == 0.1
+    assert lim.retry_after() == 6  # 600 resting connections come back over 6 s
     lim._rate = 5.0  # a starved server: at most 1 shed a second, but never beyond the ceiling
     assert lim.retry_after() == MAX_RETRY_AFTER_S
 
