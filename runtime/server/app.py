@@ -157,7 +157,7 @@ class App:
         self.shed_report = ShedReport(self.metrics.count_shed, log)
         self._rest = cooperative_sleep()  # shed answers rest their connection (gevent only)
         self.metrics.queued.set_function(lambda: self.limiter.waiting)
-        self.metrics.resting.set_function(lambda: self.limiter.resting)
+        self.metrics.resting.set_function(lambda: self.limiter.pacer.resting)
         self.load_error: str | None = None
         self.waiting_on: str | None = None
         self._closing = threading.Event()
