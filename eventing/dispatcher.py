@@ -405,20 +405,43 @@ class Dispatcher:
             return  # shutting down: uncommitted records are read again by the next owner
         fut.add_done_callback(partial(self._finished, lane, records))
 
+    def _origin(self, c: Consumed) -> RecordOrigin:
+        cfg = self.config
+        return RecordOrigin(
+            cfg.namespace, cfg.name, c.topic, c.partition, c.offset, c.timestamp_ms, cfg.epoch
+        )
+
+    def _event_of(self, c: Consumed, origin: RecordOrigin) -> CloudEvent:
+        """The CloudEvent a record becomes, with the extensions Knative's dispatcher adds.
+
+        Raises:
+            MalformedRecordError: the record cannot become an event (the reason says why).
+        """
+        cfg = self.config
+        ev = record_to_event(
+            c.record,
+            origin,
+            max_bytes=cfg.max_record_bytes,
+            wrap=cfg.kind == "source",
+            key_type=cfg.key_type,
+        )
+        return events.with_attributes(
+            ev,
+            knativekafkapartition=str(c.partition),
+            knativekafkaoffset=str(c.offset),
+            **dict(cfg.extensions),
+        )
+
     def _first_attempt(self, lane: Lane, records: list[Consumed]) -> Any:
         """The first attempt for the loop thread, or None when the threads take the job:
-        a malformed or filtered record, or failures counted before a restart."""
+        a record that is malformed, filtered or cannot be encoded, or failures counted
+        before a restart (the threads' path handles each of those)."""
         cfg = self.config
         ready: list[tuple[Consumed, CloudEvent]] = []
         for c in records:
-            origin = RecordOrigin(
-                cfg.namespace, cfg.name, c.topic, c.partition, c.offset, c.timestamp_ms
-            )
             try:
-                ev = record_to_event(
-                    c.record, origin, max_bytes=cfg.max_record_bytes, wrap=cfg.kind == "source"
-                )
-            except MalformedRecordError:
+                ev = self._event_of(c, self._origin(c))
+            except Exception:  # the threads' path dead-letters it with its reason
                 return None
             if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                 return None
@@ -426,11 +449,15 @@ class Dispatcher:
         first = ready[0][0]
         if self._state.failures(f"{first.topic}/{first.partition}/{first.offset}"):
             return None
-        msg = (
-            events.to_http_batch([ev for _, ev in ready])
-            if cfg.batch
-            else events.to_http_binary(ready[0][1])
-        )
+        try:
+            msg = (
+                events.to_http_batch([ev for _, ev in ready])
+                if cfg.batch
+                else events.to_http_binary(ready[0][1])
+            )
+            _check_sendable(msg)
+        except Exception:
+            return None
         timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
         done = partial(self._first_done, lane, records, len(ready), first.timestamp_ms)
         return (self._target, msg, timeout, done)
@@ -504,23 +531,9 @@ class Dispatcher:
         ready: list[tuple[Consumed, CloudEvent]] = []
         single = HttpMessage({}, b"")
         for c in records:
-            origin = RecordOrigin(
-                cfg.namespace, cfg.name, c.topic, c.partition, c.offset, c.timestamp_ms, cfg.epoch
-            )
+            origin = self._origin(c)
             try:
-                ev = record_to_event(
-                    c.record,
-                    origin,
-                    max_bytes=cfg.max_record_bytes,
-                    wrap=cfg.kind == "source",
-                    key_type=cfg.key_type,
-                )
-                ev = events.with_attributes(
-                    ev,
-                    knativekafkapartition=str(c.partition),
-                    knativekafkaoffset=str(c.offset),
-                    **dict(cfg.extensions),
-                )
+                ev = self._event_of(c, origin)
                 if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                     self.stats.add("filtered")
                     continue
@@ -547,10 +560,7 @@ class Dispatcher:
                         events.to_http_batch([ev])
                     except Exception as err:
                         reason = f"event cannot be encoded: {type(err).__name__}: {err}"
-                        origin = RecordOrigin(
-                            cfg.namespace, cfg.name, c.topic, c.partition, c.offset, None, cfg.epoch
-                        )
-                        if not self._reject(wait, c, origin, reason):
+                        if not self._reject(wait, c, self._origin(c), reason):
                             return False
                         continue
                     kept.append((c, ev))

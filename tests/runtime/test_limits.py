@@ -181,11 +181,12 @@ def test_retry_after_spreads_resting_connections_over_the_completion_rate() -> N
     assert lim.completion_rate() == 6.0  # in the current window
     now[0] += 0.5
     assert lim.completion_rate() == 3.0  # the window closed
-    lim._rate, lim._completed = 1000.0, 0  # 1,000 completions a second: 100 sheds a second
-    lim.resting = 599
+    pacer = lim.pacer
+    pacer._rate, pacer._completed = 1000.0, 0  # 1,000 completions a second: 100 sheds a second
+    pacer.resting = 599
     assert SHED_SHARE == 0.1
     assert lim.retry_after() == 6  # 600 resting connections come back over 6 s
-    lim._rate = 5.0  # a starved server: at most 1 shed a second, but never beyond the ceiling
+    pacer._rate = 5.0  # a starved server: at most 1 shed a second, but never beyond the ceiling
     assert lim.retry_after() == MAX_RETRY_AFTER_S
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.server.serve import _entry_points_read_once
+from runtime.server.worker import _entry_points_read_once
 
 pytestmark = pytest.mark.unit
 

@@ -15,6 +15,12 @@ class Resp(BaseModel):
     y: list[float]
 
 
-@inference(request=Req, response=Resp, grpc=True, batching={"max_batch_size": 8})
+@inference(
+    request=Req,
+    response=Resp,
+    grpc=True,
+    batching={"max_batch_size": 8},
+    scaling={"initial_scale": 0},  # starts at zero: the first gRPC call wakes it
+)
 def square(batch: list[Req]) -> list[Resp]:
     return [Resp(y=[v * v for v in r.x]) for r in batch]
