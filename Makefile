@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2  # pytest-xdist processes; files stay whole on one worker (their fixtures)
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
@@ -29,7 +30,7 @@ browser: ## Debian's chromium for the console's browser test (installed only whe
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 test: venv browser ## run the whole suite (unit, integration on the real broker, end to end)
-	$(BIN)/python -m pytest -W error -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -W error -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: venv ## unit tests only
 	$(BIN)/python -m pytest -W error -m unit $(PYTEST_ARGS)
