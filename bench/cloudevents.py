@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._load import LoadResult
+from bench._load import LoadResult, stop_process
 from bench._wrk import generator, load, tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,12 +104,7 @@ def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Itera
             time.sleep(0.05)
         yield proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         if proc.stderr:
             proc.stderr.close()
 

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._load import build_request, percentile, run_load
+from bench._load import build_request, percentile, run_load, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 LIMIT = 100  # predict's containerConcurrency
@@ -161,12 +161,7 @@ def _serve(home: str, log_path: Path) -> Iterator[tuple[int, int]]:
             time.sleep(0.1)
         yield port, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _wrk(server: tuple[int, int], connections: int, body: Path, script: Path, name: str) -> Cell:

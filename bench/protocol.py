@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._load import LoadResult, build_request, percentile, run_load
+from bench._load import LoadResult, build_request, percentile, run_load, stop_process
 from bench.serving import REPO, _ready
 
 CONCURRENCY = (1, 64)
@@ -169,12 +169,7 @@ def _serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[subpro
             time.sleep(0.05)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _drained(port: int, timeout: float = 30.0) -> None:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench._load import LoadResult, percentile
+from bench._load import LoadResult, percentile, stop_process
 from bench._wrk import generator, load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,12 +93,7 @@ def _server(
             time.sleep(0.05)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _in_process(rows: int, seconds: float) -> LoadResult:
