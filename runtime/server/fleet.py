@@ -215,6 +215,7 @@ class SharedLimiter:
         self.timeout_s = timeout_s
         self._cond = threading.Condition()
         self._poll_s = min(WATCH_SECONDS, 0.005)
+        self._polling = False  # one waiter of this worker polls fast (see _acquire)
         self.pacer = ShedPacer()  # this worker's shed clients, paced by its completions
 
     @property
@@ -292,4 +293,15 @@ class SharedLimiter:
                     reason="queue_timeout",
                 )
             with self._cond:
-                self._cond.wait(min(left, self._poll_s))
+                # One waiter of this worker polls fast for slots freed in other workers;
+                # the rest wait for a local free (notify) or re-check at WATCH_SECONDS: at
+                # a full queue, hundreds of fast pollers would spend the CPU the admitted
+                # requests need.
+                poller = not self._polling
+                if poller:
+                    self._polling = True
+                try:
+                    self._cond.wait(min(left, self._poll_s if poller else WATCH_SECONDS))
+                finally:
+                    if poller:
+                        self._polling = False
