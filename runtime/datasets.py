@@ -162,10 +162,15 @@ class Dataset:
         self._turn = threading.Condition()  # group commit: who commits, who waits
         self._queue: list[_Pending] = []
         self._committing = False
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        # Another process (the retrain instance, `mlfn status`) may hold the file: switching
+        # the journal mode takes a lock that does not wait, so only a new file switches.
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute(_SCHEMA)
         self._db.execute(_COUNTERS)
 
