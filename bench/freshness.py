@@ -23,6 +23,7 @@ version's metadata:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,6 +38,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 TRIALS = 3
+REDO = 2
+"""Disturbed trials redone at most (a run stays bounded)."""
 TARGET_S = 10.0
 
 
@@ -116,6 +119,45 @@ def _preprocessing_seconds() -> float:
     return statistics.median(times)
 
 
+def _covered(models: Any, dataset: str) -> int:
+    """The last row any stored version (published or rejected) trained on: what the
+    retrain loop counts ``every_rows`` from (``RetrainLoop._covered_rows``)."""
+    for meta in reversed(models.versions("digits")):
+        if meta.data is not None and meta.data.dataset == dataset:
+            return int(meta.data.last_seq)
+    return 0
+
+
+def _top_up(models: Any, dataset: Any, producer: Any, records: Any, every: int) -> int:
+    """Produce rows until the store holds exactly ``every - 1`` rows that no stored version
+    trained on; returns the newest version number then.
+
+    A training of the time trigger may land during the fill and take part of the rows:
+    the next record would then not cross the threshold (what trial 2 of the quiet run on
+    2026-12-01 measured: 44.7 s until the next ping). So count again after each fill.
+    """
+    for _ in range(10):
+        newest = max(v.version for v in models.versions("digits"))
+        missing = every - 1 - dataset.count_since(_covered(models, dataset.name))
+        if missing == 0:
+            return newest
+        if missing < 0:
+            # at or past the threshold: a training is due or running; wait for its version
+            _wait(
+                lambda n=newest: max(v.version for v in models.versions("digits")) > n,
+                120,
+                "the due training to store its version",
+                every=0.05,
+            )
+            continue
+        target = dataset.count() + missing
+        for _ in range(missing):
+            producer.send("digits.raw", next(records))
+        producer.flush()
+        _wait(lambda t=target: dataset.count() >= t, 120, f"{missing} rows stored", 0.05)
+    raise RuntimeError(f"could not bring the store to {every - 1} untrained rows in 10 fills")
+
+
 def _trial(
     dev: Dev,
     producer: Any,
@@ -124,6 +166,12 @@ def _trial(
     sample: list[list[float]],
     database_url: str | None = None,
 ) -> dict[str, Any]:
+    """One threshold record -> ``predict`` answers the version trained on it.
+
+    Returns ``decision``: ``published`` (with the phases), ``rejected`` (the gate kept
+    the served version) or ``disturbed`` (a training of the time trigger started between
+    the top-up and the threshold record, so the record crossed no threshold: redo).
+    """
     from runtime.settings import RuntimeSettings
     from runtime.stores import open_stores
 
@@ -132,51 +180,46 @@ def _trial(
     )
     stores = open_stores(settings)
     models, dataset = stores.models, stores.datasets.open("digits")
-    latest = models.info("digits")
-    trained = latest.data.last_seq if latest.data and latest.data.dataset == "digits" else 0
-    pending = dataset.count_since(trained)
-    before, known = dataset.count(), {v.version for v in models.versions("digits")}
-    first = max(0, every - pending - 1)
-    for _ in range(first):
-        producer.send("digits.raw", next(records))
-    producer.flush()
-    _wait(lambda: dataset.count() >= before + first, 120, f"{first} rows stored", every=0.05)
+    newest = _top_up(models, dataset, producer, records, every)
     served = _wait(lambda: dev.predict(sample), 60, "predict to answer")
 
     t0 = time.time()
     producer.send("digits.raw", next(records))
     producer.flush()
 
-    def changed() -> int | None:
-        v = dev.predict(sample)
-        if v is not None and v != served:
-            return v
-        new = [v for v in models.versions("digits") if v.version not in known]
-        # the threshold's training (a time-triggered one may land meanwhile: not measured)
-        if any(
-            v.extra.get("gate", {}).get("decision") == "rejected"
-            and "every_rows" in str(v.extra.get("trigger", ""))
-            for v in new
-        ):
-            return -1
+    def landed() -> Any:
+        new = [v for v in models.versions("digits") if v.version > newest]
+        for meta in new:
+            if "every_rows" not in str(meta.extra.get("trigger", "")):
+                return meta  # not the threshold's training: disturbed
+            if meta.extra.get("gate", {}).get("decision") == "rejected":
+                return meta
+        answered = dev.predict(sample)
+        if answered is not None and answered != served:
+            return models.info("digits", answered)
         return None
 
-    version = _wait(changed, 120, "predict to serve a new version")
+    meta = _wait(landed, 120, "predict to serve a new version")
     t_end = time.time()
-    if version == -1:
+    extra = meta.extra
+    trigger = str(extra.get("trigger", ""))
+    if "every_rows" not in trigger:
+        return {"decision": "disturbed", "total": t_end - t0, "trigger": trigger}
+    if extra.get("gate", {}).get("decision") == "rejected":
         return {"decision": "rejected", "total": t_end - t0}
-    meta = models.info("digits", version).extra
-    ph = meta.get("phases", {})
-    started = float(meta["training_started_at"])
-    stored = float(meta.get("last_row_stored_at") or started)
+    ph = extra.get("phases", {})
+    started = float(extra["training_started_at"])
+    # the time the training's process stored its last row: the threshold record
+    stored = extra.get("last_row_stored_at")
+    stored = float(stored) if stored is not None and float(stored) >= t0 else None
     trained_at = started + ph.get("read", 0) + ph.get("fit", 0) + ph.get("evaluate", 0)
     return {
         "decision": "published",
-        "version": version,
-        "rows": models.info("digits", version).data.rows,  # type: ignore[union-attr]
-        "accuracy": models.info("digits", version).metrics.get("accuracy", float("nan")),
-        "to_store": stored - t0,
-        "debounce": started - stored,
+        "version": meta.version,
+        "rows": meta.data.rows if meta.data else 0,
+        "accuracy": meta.metrics.get("accuracy", math.nan),
+        "to_store": math.nan if stored is None else stored - t0,
+        "debounce": math.nan if stored is None else started - stored,
         "training": ph.get("read", 0) + ph.get("fit", 0),
         "evaluation": ph.get("evaluate", 0),
         "rollout": t_end - trained_at,
@@ -191,7 +234,11 @@ def main() -> None:
 def measure(
     trials: int, database_url: str | None = None
 ) -> tuple[list[dict[str, Any]], float, int, float]:
-    """Run ``trials`` under ``mlfn dev`` (PostgreSQL stores with ``database_url``)."""
+    """Run ``trials`` under ``mlfn dev`` (PostgreSQL stores with ``database_url``).
+
+    A disturbed trial (see :func:`_trial`) is reported and redone, at most
+    ``REDO`` times in all, so that the run stays bounded.
+    """
     from eventing.producer import EventProducer, digits_records
     from functions._digits import digits
     from runtime.registry import discover
@@ -202,14 +249,17 @@ def measure(
     sample = digits()[0][:4].tolist()
     home = Path(tempfile.mkdtemp(prefix="mlfn-bench-"))
     dev = Dev(home, **({"MLFN_DATABASE_URL": database_url} if database_url else {}))
+    results: list[dict[str, Any]] = []
     try:
         _wait(lambda: dev.predict(sample), 120, "predict to become ready", every=0.1)
-        records = iter(digits_records(policy.every_rows * (trials + 1)))
+        records = iter(digits_records(10**9))
         with EventProducer(dev.bootstrap, partitions=4) as producer:
-            results = [
-                _trial(dev, producer, records, policy.every_rows, sample, database_url)
-                for _ in range(trials)
-            ]
+            while sum(r["decision"] != "disturbed" for r in results) < trials:
+                if sum(r["decision"] == "disturbed" for r in results) > REDO:
+                    break
+                results.append(
+                    _trial(dev, producer, records, policy.every_rows, sample, database_url)
+                )
     except BaseException:
         print(f"freshness failed; the platform's log is in {home / 'dev.log'}", file=sys.stderr)
         dev.stop()
@@ -217,6 +267,16 @@ def measure(
     dev.stop()
     shutil.rmtree(home, ignore_errors=True)
     return results, pre, policy.every_rows, policy.debounce_seconds
+
+
+def published(results: list[dict[str, Any]]) -> list[float]:
+    """The totals of the trials that ended in a published version (seconds)."""
+    return [r["total"] for r in results if r["decision"] == "published"]
+
+
+def _median(values: list[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]  # NaN: phase unknown in that trial
+    return statistics.median(known) if known else math.nan
 
 
 def _print(
@@ -233,23 +293,33 @@ def _print(
     )
     done = [r for r in results if r["decision"] == "published"]
     for i, r in enumerate(results, 1):
-        if r["decision"] != "published":
+        if r["decision"] == "rejected":
             print(f"{i:>5} {'rejected':>7}  candidate rejected by the gate after {r['total']:.2f}s")
             continue
+        if r["decision"] == "disturbed":
+            print(
+                f"{i:>5} {'redone':>7}  a training of the time trigger took rows of the fill "
+                f"({r['trigger']}); not a threshold: not counted"
+            )
+            continue
         r["preprocess"] = pre
-        r["delivery"] = max(0.0, r["to_store"] - pre)
+        r["delivery"] = max(0.0, r["to_store"] - pre) if not math.isnan(r["to_store"]) else math.nan
         print(
             f"{i:>5} {r['version']:>7} {r['rows']:>5} {r['accuracy']:>6.3f} "
             + " ".join(f"{r[c] * 1000:>8.2f}ms" for c in cols)
         )
     if done:
-        med = {c: statistics.median(r[c] for r in done) for c in cols}
+        med = {c: _median([r[c] for r in done]) for c in cols}
         print(
             f"{'p50':>5} {'':>7} {'':>5} {'':>6} "
             + " ".join(f"{med[c] * 1000:>8.2f}ms" for c in cols)
         )
+        worst = max(published(results))
         verdict = "meets" if med["total"] <= TARGET_S else "MISSES"
-        print(f"p50 freshness {med['total']:.2f}s {verdict} the {TARGET_S:g}s target")
+        print(
+            f"p50 freshness {med['total']:.2f}s (max {worst:.2f}s, {len(done)} trials) "
+            f"{verdict} the {TARGET_S:g}s target"
+        )
 
 
 if __name__ == "__main__":
