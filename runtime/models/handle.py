@@ -2,8 +2,10 @@
 
 :func:`open_model` gives a :class:`ModelHandle`. ``start()`` loads the latest version
 (running the model's bootstrap hook first when the store has none), then a poll thread
-reads the ``latest`` pointer (a few bytes) every ``ref.poll_seconds``; ``refresh()`` does
-the same check at once (call it on a ``mlfn.model.published`` event). A swap replaces one reference:
+reads the ``latest`` pointer (a few bytes) every ``ref.poll_seconds``, and at once when
+the store pushes a move (PostgreSQL's ``NOTIFY``, see :meth:`ModelStore.watch`; polling
+stays the fallback); ``refresh()`` does the same check at once (call it on a
+``mlfn.model.published`` event). A swap replaces one reference:
 a request holds the :class:`LoadedModel` it took with ``current()`` until it finishes.
 The handle follows the pointer both ways, so a rollback (``set_latest``) reaches serving too.
 
@@ -23,7 +25,7 @@ from typing import Any
 
 from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models.bootstrap import BootstrapHook, bootstrap_for
-from runtime.models.store import ModelStore
+from runtime.models.store import ModelStore, PointerWatch
 from runtime.settings import RuntimeSettings
 from runtime.spec import ModelRef
 
@@ -76,6 +78,7 @@ class ModelHandle:
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watch: PointerWatch | None = None
         self._listeners: list[Callable[[LoadedModel], None]] = []
 
     @property
@@ -112,6 +115,7 @@ class ModelHandle:
         name = self.ref.name
         if self._thread is None:
             self._stop.clear()
+            self._watch = self.store.watch(name)
             self._thread = threading.Thread(
                 target=self._poll, name=f"mlfn-model-poll-{name}", daemon=True
             )
@@ -211,8 +215,15 @@ class ModelHandle:
     def _poll(self) -> None:
         reason = "stop() was called"
         failed: Hashable | None = None  # a pointer that failed to load is retried once it moves
+        watch = self._watch
         try:
-            while not self._stop.wait(self.ref.poll_seconds):
+            while True:
+                if watch is not None:
+                    watch.wait(self.ref.poll_seconds)  # a pushed move, or the poll's turn
+                else:
+                    self._stop.wait(self.ref.poll_seconds)
+                if self._stop.is_set():
+                    break
                 token = None
                 try:
                     token = self.store.latest_token(self.ref.name)
@@ -228,11 +239,16 @@ class ModelHandle:
             reason = f"{type(err).__name__}: {err}"
             raise
         finally:
+            if watch is not None:
+                watch.close()
             log.info("model poll stopped", extra={"model": self.ref.name, "reason": reason})
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop polling; wait at most ``timeout`` seconds for a load in progress."""
         self._stop.set()
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.wake()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)

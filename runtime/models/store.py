@@ -22,9 +22,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from runtime.errors import ModelNotFoundError, ModelStoreError
 if TYPE_CHECKING:
     from runtime.models.handle import LoadedModel
 
-__all__ = ["LocalModelStore", "ModelStore", "ModelVersion", "check_model_name"]
+__all__ = ["LocalModelStore", "ModelStore", "ModelVersion", "PointerWatch", "check_model_name"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _META = "meta.json"
@@ -77,6 +78,44 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit, at most 63 characters"
         )
     return name
+
+
+class PointerWatch:
+    """Wake-ups for the moves of one model's ``latest`` pointer (see :meth:`ModelStore.watch`).
+
+    The store calls :meth:`wake` when the pointer moved; the serving side blocks in
+    :meth:`wait` between polls and reads the pointer when woken. Thread-safe.
+    """
+
+    def __init__(self, name: str, on_close: Callable[[PointerWatch], None] | None = None) -> None:
+        self.name = name
+        self._event = threading.Event()
+        self._on_close = on_close
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PointerWatch({self.name!r})"
+
+    def wake(self) -> None:
+        """The pointer (may have) moved: end the current or next :meth:`wait`."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or ``timeout`` seconds passed; True when woken.
+
+        The wake-up is consumed before returning, so a move that lands while the caller
+        reads the pointer wakes the next ``wait`` at once.
+        """
+        woken = self._event.wait(timeout)
+        self._event.clear()
+        return woken
+
+    def close(self) -> None:
+        """Stop receiving wake-ups (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            if self._on_close is not None:
+                self._on_close(self)
 
 
 class ModelStore(ABC):
@@ -119,6 +158,12 @@ class ModelStore(ABC):
     @abstractmethod
     def latest_token(self, name: str) -> Hashable | None:
         """A cheap value that changes whenever the ``latest`` pointer moves (None: no pointer)."""
+
+    def watch(self, name: str) -> PointerWatch | None:
+        """Wake-ups pushed by the store when ``name``'s pointer moves, or None where the
+        medium cannot push them (then serving polls only). PostgreSQL pushes them
+        (``LISTEN``/``NOTIFY``); the caller closes the watch."""
+        return None
 
     @abstractmethod
     def set_latest(self, name: str, version: int) -> None:

@@ -17,16 +17,16 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from runtime.errors import StoreUnavailableError
 
-__all__ = ["SCHEMA", "Database", "lock_key", "redact"]
+__all__ = ["NOTIFY_CHANNEL", "SCHEMA", "Database", "lock_key", "redact"]
 
 log = logging.getLogger("mlfn.stores")
 
@@ -113,6 +113,7 @@ class Database:
         self.timeout = timeout
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -131,7 +132,14 @@ class Database:
     def __repr__(self) -> str:
         return f"Database({self.where!r})"
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Call ``closer()`` when the database closes (a listener's ``stop``)."""
+        self._closers.append(closer)
+
     def close(self) -> None:
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()
         self._pool.close()
 
     def unavailable(self, err: BaseException) -> StoreUnavailableError:
@@ -205,11 +213,28 @@ class Database:
         finally:
             conn.close()  # closing the session releases its advisory locks
 
-    def listen(self, channel: str = NOTIFY_CHANNEL) -> psycopg.Connection[Any]:
-        """A new autocommit connection that LISTENs on ``channel`` (the caller closes it)."""
+    def listen(
+        self, channel: str = NOTIFY_CHANNEL, application: str = "mlfn"
+    ) -> psycopg.Connection[Any]:
+        """A new autocommit connection that LISTENs on ``channel`` (the caller closes it).
+
+        TCP keepalives are on, so a connection that a network cut left half-open fails
+        within about half a minute instead of waiting forever.
+        """
         with self._converted():
             conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self.timeout))
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, int(self.timeout)),
+                application_name=application,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
             )
-            conn.execute(f"LISTEN {channel}")
+            try:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            except BaseException:
+                conn.close()
+                raise
         return conn

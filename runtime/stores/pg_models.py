@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Hashable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +22,9 @@ from psycopg.types.json import Jsonb
 
 from runtime.datasets import DataRange
 from runtime.errors import ModelNotFoundError, ModelStoreError
-from runtime.models.store import ModelStore, ModelVersion, check_model_name
+from runtime.models.store import ModelStore, ModelVersion, PointerWatch, check_model_name
 from runtime.stores.database import NOTIFY_CHANNEL, Database
+from runtime.stores.listener import PointerListener
 
 __all__ = ["PgModelStore"]
 
@@ -32,6 +34,8 @@ class PgModelStore(ModelStore):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._listener: PointerListener | None = None
+        self._listener_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PgModelStore({self.db.where!r})"
@@ -181,6 +185,16 @@ class PgModelStore(ModelStore):
         if row is None or row[0] is None:
             return None
         return (int(row[0]), int(row[1]))
+
+    def watch(self, name: str) -> PointerWatch:
+        """Woken by the ``NOTIFY`` of each pointer move (one ``LISTEN`` connection per
+        process, shared by the watches; see :mod:`runtime.stores.listener`)."""
+        check_model_name(name)
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = PointerListener(self.db)
+                self.db.on_close(self._listener.stop)
+            return self._listener.watch(name)
 
     def set_latest(self, name: str, version: int) -> None:
         check_model_name(name)
