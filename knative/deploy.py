@@ -124,6 +124,19 @@ def secret_refs(objects: Sequence[Obj]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def _secret_keys(objects: Sequence[Obj], secret: str) -> list[str]:
+    """The keys of ``secret`` that the pod templates read, in order."""
+    keys: list[str] = []
+    for obj in objects:
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers") or []:
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and ref["name"] == secret and ref["key"] not in keys:
+                    keys.append(ref["key"])
+    return keys
+
+
 def check_secrets(cluster: Cluster, objects: Sequence[Obj]) -> None:
     """Fail before applying anything when a Secret the functions read does not exist.
 
@@ -138,11 +151,17 @@ def check_secrets(cluster: Cluster, objects: Sequence[Obj]) -> None:
             "metadata": {"name": name, "namespace": namespace},
         }
         if cluster.get(probe) is None:
+            keys = _secret_keys(objects, name)
+            if "url" in keys:
+                literals = "--from-literal=url='postgresql://USER:PASSWORD@HOST:5432/DB'"
+                without = "MLFN_DATABASE_SECRET=''"
+            else:
+                literals = " ".join(f"--from-literal={k}=..." for k in keys)
+                without = "MLFN_ARTIFACT_SECRET='' (the pods' own identity)"
             missing.append(
                 f"Secret {name!r} in namespace {namespace!r} (read by {', '.join(sorted(set(users)))}) "
                 f"does not exist; create it with: kubectl -n {namespace} create secret generic "
-                f"{name} --from-literal=url='postgresql://USER:PASSWORD@HOST:5432/DB' "
-                "(see docs/stores.md), or render without it: MLFN_DATABASE_SECRET=''"
+                f"{name} {literals} (see docs/stores.md), or render without it: {without}"
             )
     if missing:
         raise MissingSecretError("\n".join(missing))

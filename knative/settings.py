@@ -38,6 +38,14 @@ class KnativeSettings(Section):
         default="database", description="namespace of the PostgreSQL pods (egress policy)"
     )
     database_port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port")
+    artifact_secret: str = Field(
+        default="mlfn-artifacts",
+        description=(
+            "Secret whose keys `access_key_id` and `secret_access_key` hold the object store's "
+            "credentials, for functions with a model or a retrain policy when "
+            "MLFN_ARTIFACT_URL is set; empty: the pods' own (a workload identity)"
+        ),
+    )
     metrics_scrape: Literal["annotations", "podmonitor", "none"] = Field(
         default="annotations",
         description="how Prometheus scrapes functions on a cluster: prometheus.io pod "

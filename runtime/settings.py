@@ -155,6 +155,18 @@ class ModelSettings(Section):
     database_pool_size: int = Field(
         default=8, ge=1, description="connections per process to MLFN_DATABASE_URL"
     )
+    artifact_url: str | None = Field(
+        default=None,
+        description=(
+            "s3://BUCKET[/PREFIX]: model files in an S3-compatible object store, the registry "
+            "in MLFN_DATABASE_URL (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); "
+            "unset: the files in the registry"
+        ),
+    )
+    artifact_endpoint_url: str | None = Field(
+        default=None,
+        description="URL of an S3-compatible server (MinIO, Ceph); unset: AWS S3",
+    )
     model_version: int | None = Field(
         default=None,
         ge=1,

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.servers",  # runtime servers on loopback ports
     "tests.fixtures.platform",  # the local platform
     "tests.fixtures.postgres",  # a real PostgreSQL server (shared stores)
+    "tests.fixtures.s3",  # a real S3-protocol server (model artifacts)
 ]
 
 REPO = Path(__file__).resolve().parent.parent

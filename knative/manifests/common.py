@@ -13,6 +13,7 @@ from runtime.settings import CommonSettings, default_of
 from runtime.spec import Delivery, FunctionSpec, format_iso_duration
 
 __all__ = [
+    "ARTIFACT_SECRET_KEYS",
     "CONTAINER_PORT",
     "DATABASE_URL_KEY",
     "JOBSINK_API",
@@ -68,6 +69,11 @@ class RenderOptions:
             functions that use the stores (empty: none; each pod keeps its own under /tmp).
         database_namespace: namespace of the PostgreSQL pods (egress policy).
         database_port: PostgreSQL's port (egress policy).
+        artifact_url: ``MLFN_ARTIFACT_URL`` (``s3://BUCKET/PREFIX``) for the functions that
+            use the stores (empty: the files stay in the database).
+        artifact_endpoint_url: ``MLFN_ARTIFACT_ENDPOINT_URL`` (an S3-compatible server).
+        artifact_secret: Secret with the object store's credentials (keys
+            ``access_key_id``, ``secret_access_key``); empty: the pods' own identity.
         metrics_scrape: how Prometheus scrapes the functions (see :data:`ScrapeMode`).
         monitoring_namespace: namespace of Prometheus (ingress policy for its scrapes).
         prometheus_url: where Flagger's MetricTemplates query Prometheus.
@@ -89,6 +95,9 @@ class RenderOptions:
     database_secret: str = ""  # the pure builders default to no shared store; see options_from
     database_namespace: str = default_of(KnativeSettings, "database_namespace")
     database_port: int = default_of(KnativeSettings, "database_port")
+    artifact_url: str = ""
+    artifact_endpoint_url: str = ""
+    artifact_secret: str = ""
     metrics_scrape: ScrapeMode = default_of(KnativeSettings, "metrics_scrape")  # noqa: RUF009 (a str)
     monitoring_namespace: str = default_of(KnativeSettings, "monitoring_namespace")
     prometheus_url: str = default_of(KnativeSettings, "prometheus_url")
@@ -100,6 +109,12 @@ class RenderOptions:
 
 DATABASE_URL_KEY = "url"
 """The key of the database Secret that holds the URL."""
+
+ARTIFACT_SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": "access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+}
+"""Variable -> key of the object store's Secret (boto3 reads the standard variables)."""
 
 
 def uses_stores(spec: FunctionSpec) -> bool:

@@ -13,6 +13,7 @@ namespace, when the stores are shared) and, for the model-pin jobs of canary fun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from knative.manifests.common import CONTAINER_PORT, Obj, RenderOptions, metadata, uses_stores
 from knative.manifests.pin import PIN_ROLE_LABEL, needs_pin
@@ -55,6 +56,16 @@ def _database_egress(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list
     return [{"to": [_from_namespaces(opts.database_namespace)], "ports": _tcp(opts.database_port)}]
 
 
+def _artifact_egress(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list[Obj]:
+    """Egress to the object store's port when the files live there (anywhere: an
+    S3 endpoint is usually outside the cluster)."""
+    if not (opts.database_secret and opts.artifact_url) or not any(uses_stores(s) for s in specs):
+        return []
+    endpoint = urlsplit(opts.artifact_endpoint_url or "https://s3.amazonaws.com")
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    return [{"ports": _tcp(port)}]
+
+
 def network_policies(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list[Obj]:
     """The namespace's policies: default deny, Knative to functions, functions to Kafka."""
     kafka_port = (
@@ -94,6 +105,7 @@ def network_policies(specs: Sequence[FunctionSpec], opts: RenderOptions) -> list
                     dns,
                     {"to": [_from_namespaces(opts.kafka_namespace)], "ports": _tcp(kafka_port)},
                     *_database_egress(specs, opts),
+                    *_artifact_egress(specs, opts),
                     {
                         "to": [
                             _from_namespaces(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from knative.manifests.common import (
+    ARTIFACT_SECRET_KEYS,
     CONTAINER_PORT,
     DATABASE_URL_KEY,
     KSVC_API,
@@ -118,6 +121,22 @@ def env_list(spec: FunctionSpec, opts: RenderOptions) -> list[Obj]:
     if opts.database_secret and uses_stores(spec) and "MLFN_DATABASE_URL" not in env:
         ref = {"name": opts.database_secret, "key": DATABASE_URL_KEY}
         out.append({"name": "MLFN_DATABASE_URL", "valueFrom": {"secretKeyRef": ref}})
+        out += _artifact_env(opts, env)
+    return out
+
+
+def _artifact_env(opts: RenderOptions, env: Mapping[str, str]) -> list[Obj]:
+    """``MLFN_ARTIFACT_*`` and the object store's credentials from its Secret."""
+    if not opts.artifact_url:
+        return []
+    out: list[Obj] = [{"name": "MLFN_ARTIFACT_URL", "value": opts.artifact_url}]
+    if opts.artifact_endpoint_url:
+        out.append({"name": "MLFN_ARTIFACT_ENDPOINT_URL", "value": opts.artifact_endpoint_url})
+    if opts.artifact_secret:
+        for var, key in ARTIFACT_SECRET_KEYS.items():
+            if var not in env:
+                ref = {"name": opts.artifact_secret, "key": key}
+                out.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
     return out
 
 

@@ -8,7 +8,8 @@ shared (one connection pool per database URL):
   (:class:`~runtime.datasets.DatasetStore`) and JSON retraining state under ``HOME``.
 - ``MLFN_DATABASE_URL=postgresql://...`` (a cluster): the model registry, the datasets and
   the retraining state in PostgreSQL, shared by every replica
-  (:class:`PgModelStore`, :class:`PgDatasetStore`, :class:`PgRetrainState`).
+  (:class:`PgModelStore`, :class:`PgDatasetStore`, :class:`PgRetrainState`);
+  ``MLFN_ARTIFACT_URL=s3://...`` puts the model files in an object store.
 
 Example:
     >>> stores = open_stores(RuntimeSettings())  # doctest: +SKIP
@@ -66,8 +67,10 @@ _LOCK = threading.Lock()
 
 def _key(settings: RuntimeSettings) -> tuple[str, ...]:
     # the pid: a forked child (a zygote's instance) opens its own pool, never its parent's
-    if settings.models.database_url:
-        return (str(os.getpid()), "pg", settings.models.database_url)
+    models = settings.models
+    if models.database_url:
+        artifacts = (models.artifact_url or "", models.artifact_endpoint_url or "")
+        return (str(os.getpid()), "pg", models.database_url, *artifacts)
     return (
         str(os.getpid()),
         "local",
@@ -89,13 +92,25 @@ def open_stores(settings: RuntimeSettings) -> Stores:
 
 def _open(settings: RuntimeSettings) -> Stores:
     url = settings.models.database_url
+    if settings.models.artifact_url and not url:
+        raise ValueError(
+            "MLFN_ARTIFACT_URL needs MLFN_DATABASE_URL: the object store holds the files, the "
+            "registry in PostgreSQL their versions and the pointer; set both or neither"
+        )
     if url:
         from runtime.stores.database import Database
         from runtime.stores.pg_datasets import PgDatasetStore
         from runtime.stores.pg_models import PgModelStore
 
+        artifacts = None
+        if settings.models.artifact_url:
+            from runtime.stores.s3_artifacts import S3Artifacts
+
+            artifacts = S3Artifacts(
+                settings.models.artifact_url, endpoint_url=settings.models.artifact_endpoint_url
+            )
         db = Database(url, pool_size=settings.models.database_pool_size)
-        return Stores(PgModelStore(db), PgDatasetStore(db), PgRetrainState(db), db)
+        return Stores(PgModelStore(db, artifacts), PgDatasetStore(db), PgRetrainState(db), db)
     return Stores(
         LocalModelStore(settings.model_store_path),
         DatasetStore(settings.dataset_store_path),

@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS mlfn_model_files (
     PRIMARY KEY (name, version, file),
     FOREIGN KEY (name, version) REFERENCES mlfn_model_versions (name, version)
 );
+DO $$ BEGIN  -- v2: a file's bytes may live in an object store (MLFN_ARTIFACT_URL)
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = 'mlfn_model_files' AND column_name = 'object'
+    ) THEN
+        ALTER TABLE mlfn_model_files ADD COLUMN object text, ALTER COLUMN data DROP NOT NULL;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS mlfn_dataset_rows (
     dataset   text NOT NULL,
     seq       bigint GENERATED ALWAYS AS IDENTITY,

@@ -3,7 +3,9 @@
 Tables (see :data:`runtime.stores.database.SCHEMA`): ``mlfn_models`` (one row per model:
 the ``latest`` pointer and a count of its ``moves``), ``mlfn_model_versions`` (metadata as
 JSON, rejected candidates included) and ``mlfn_model_files`` (the backend's files as
-``bytea`` with their sha256). Publishing is one transaction: lock the model's row, allocate
+``bytea`` with their sha256, or the key of an object in an S3-compatible store with
+``MLFN_ARTIFACT_URL``: see :mod:`runtime.stores.s3_artifacts`, uploaded before the
+transaction). Publishing is one transaction: lock the model's row, allocate
 the next number, insert the metadata and the files, move the pointer, ``NOTIFY``. A reader
 sees a whole version or none, and a publisher that dies mid-write leaves nothing behind.
 Files are the backend's (skops, safetensors): nothing is unpickled.
@@ -25,6 +27,7 @@ from runtime.errors import ModelNotFoundError, ModelStoreError
 from runtime.models.store import ModelStore, ModelVersion, PointerWatch, check_model_name
 from runtime.stores.database import NOTIFY_CHANNEL, Database
 from runtime.stores.listener import PointerListener
+from runtime.stores.s3_artifacts import S3Artifacts
 
 __all__ = ["PgModelStore"]
 
@@ -32,12 +35,15 @@ __all__ = ["PgModelStore"]
 class PgModelStore(ModelStore):
     """A :class:`ModelStore` in PostgreSQL, shared by every replica that names the database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, artifacts: S3Artifacts | None = None) -> None:
         self.db = db
+        self.artifacts = artifacts
         self._listener: PointerListener | None = None
         self._listener_lock = threading.Lock()
 
     def __repr__(self) -> str:
+        if self.artifacts is not None:
+            return f"PgModelStore({self.db.where!r}, artifacts={self.artifacts.url!r})"
         return f"PgModelStore({self.db.where!r})"
 
     def put(
@@ -60,6 +66,9 @@ class PgModelStore(ModelStore):
                     "not 'meta.json', without '/' or a leading '.'"
                 )
             hashes[fname] = hashlib.sha256(blob).hexdigest()
+        # the object store first, under keys of this attempt alone: the rows that name
+        # them (and the pointer) commit afterwards in one transaction, or not at all
+        objects = self.artifacts.write(name, files) if self.artifacts is not None else {}
         with self.db.connection() as conn:
             conn.execute(
                 "INSERT INTO mlfn_models (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
@@ -86,9 +95,19 @@ class PgModelStore(ModelStore):
             )
             with conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO mlfn_model_files (name, version, file, sha256, data) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    [(name, meta.version, f, hashes[f], blob) for f, blob in files.items()],
+                    "INSERT INTO mlfn_model_files (name, version, file, sha256, data, object) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            name,
+                            meta.version,
+                            f,
+                            hashes[f],
+                            None if f in objects else blob,
+                            objects.get(f),
+                        )
+                        for f, blob in files.items()
+                    ],
                 )
             if make_latest:
                 self._move(conn, name, meta.version)
@@ -152,10 +171,10 @@ class PgModelStore(ModelStore):
         meta = self.info(name, version)
         with self.db.connection() as conn:
             rows = conn.execute(
-                "SELECT file, sha256, data FROM mlfn_model_files WHERE name = %s AND version = %s",
+                "SELECT file, data, object FROM mlfn_model_files WHERE name = %s AND version = %s",
                 (name, version),
             ).fetchall()
-        stored = {r[0]: (r[1], bytes(r[2])) for r in rows}
+        stored = {r[0]: (r[1], r[2]) for r in rows}
         out: dict[str, bytes] = {}
         for fname, digest in meta.files.items():
             if fname not in stored:
@@ -163,7 +182,8 @@ class PgModelStore(ModelStore):
                     f"file {fname!r} of model {name!r} v{version} is missing from {self!r}; "
                     "publish a new version"
                 )
-            _, blob = stored[fname]
+            data, uri = stored[fname]
+            blob = bytes(data) if data is not None else self._read_object(name, version, uri)
             if hashlib.sha256(blob).hexdigest() != digest:
                 raise ModelStoreError(
                     f"file {fname!r} of model {name!r} v{version} does not match its recorded "
@@ -171,6 +191,16 @@ class PgModelStore(ModelStore):
                 )
             out[fname] = blob
         return out
+
+    def _read_object(self, name: str, version: int, uri: str | None) -> bytes:
+        if uri is None:
+            raise ModelStoreError(f"a file of model {name!r} v{version} has no bytes and no object")
+        if self.artifacts is None:
+            raise ModelStoreError(
+                f"the files of model {name!r} v{version} are in an object store ({uri}); "
+                "set MLFN_ARTIFACT_URL (and MLFN_ARTIFACT_ENDPOINT_URL, credentials) to read them"
+            )
+        return self.artifacts.read(uri)
 
     def latest(self, name: str) -> int:
         check_model_name(name)

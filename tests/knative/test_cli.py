@@ -103,6 +103,22 @@ def _add_database_secret(stub: KubeStub) -> None:
     stub.add(secret, "/api/v1/namespaces/ml/secrets/mlfn-database")
 
 
+def test_deploy_says_when_the_object_store_secret_is_missing(
+    env: Path, stub: KubeStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(stub.kubeconfig(env / "kubeconfig")))
+    monkeypatch.setenv("MLFN_ARTIFACT_URL", "s3://models/mlfn")
+    _add_database_secret(stub)
+    code, out = _run("deploy", "--function", "predict", "--timeout", "5")
+    assert code == 1
+    assert "Secret 'mlfn-artifacts' in namespace 'ml' (read by predict) does not exist" in out
+    assert (
+        "create secret generic mlfn-artifacts --from-literal=access_key_id=... "
+        "--from-literal=secret_access_key=..." in out
+    )
+    assert not [r for r in stub.requests if r.method == "PATCH"]
+
+
 def test_deploy_then_undeploy_one_function(
     env: Path, stub: KubeStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

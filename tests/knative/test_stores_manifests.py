@@ -36,6 +36,30 @@ def test_functions_with_stores_read_the_url_from_the_secret() -> None:
     assert "MLFN_DATABASE_URL" not in _env(find(objects, "Service", "preprocess"))
     without = render([fn.spec for fn in discover("functions")], RenderOptions(namespace="ml"))
     assert "MLFN_DATABASE_URL" not in _env(find(without.all(), "Service", "predict"))
+    assert "MLFN_ARTIFACT_URL" not in _env(find(objects, "Service", "predict"))
+
+
+def test_an_object_store_gets_its_url_its_credentials_and_egress() -> None:
+    opts = RenderOptions(
+        namespace="ml",
+        database_secret="mlfn-database",
+        artifact_url="s3://models/mlfn",
+        artifact_endpoint_url="http://minio.storage:9000",
+        artifact_secret="mlfn-artifacts",
+    )
+    objects = render([fn.spec for fn in discover("functions")], opts).all()
+    env = _env(find(objects, "Service", "predict"))
+    assert env["MLFN_ARTIFACT_URL"] == "s3://models/mlfn"
+    assert env["MLFN_ARTIFACT_ENDPOINT_URL"] == "http://minio.storage:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "mlfn-artifacts", "key": "access_key_id"}
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "mlfn-artifacts", "key": "secret_access_key"}
+    }
+    assert "MLFN_ARTIFACT_URL" not in _env(find(objects, "Service", "preprocess"))
+    egress = find(objects, "NetworkPolicy", "mlfn-allow-functions-egress")["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 9000}]} in egress
 
 
 def test_the_egress_policy_reaches_the_database_namespace() -> None:
