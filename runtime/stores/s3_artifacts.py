@@ -95,9 +95,10 @@ class S3Artifacts:
                 "AWS_SECRET_ACCESS_KEY (on a cluster: the Secret named by MLFN_ARTIFACT_SECRET)"
             ) from err
         except EndpointConnectionError as err:
+            where = f" at {self.endpoint_url}" if self.endpoint_url else ""
             raise StoreUnavailableError(
-                f"cannot {what}: the object store{' at ' + self.endpoint_url if self.endpoint_url else ''} "
-                f"is unreachable ({err}); check MLFN_ARTIFACT_ENDPOINT_URL (mlfn retries)"
+                f"cannot {what}: the object store{where} is unreachable ({err}); check "
+                "MLFN_ARTIFACT_ENDPOINT_URL (mlfn retries)"
             ) from err
         except ClientError as err:
             code = str(err.response.get("Error", {}).get("Code", ""))
