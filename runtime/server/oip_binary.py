@@ -59,6 +59,7 @@ DTYPES: dict[str, str] = {
 """Numpy dtype (little-endian) of every fixed-size OIP datatype; BF16 and BYTES are special."""
 
 _DATATYPES = (*DTYPES, "BF16", "BYTES")
+_NUMPY = {name: np.dtype(code) for name, code in DTYPES.items()}  # made once, not per tensor
 
 
 def _shape_of(where: str, shape: Any) -> list[int]:
@@ -85,12 +86,12 @@ def decode_raw(where: str, datatype: Any, shape: Any, raw: bytes) -> NDArray[Any
             raise _size_error(where, "BF16", dims, count * 2, len(raw))
         halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         return halves.view(np.float32).reshape(dims)
-    dtype = DTYPES.get(datatype) if isinstance(datatype, str) else None
+    dtype = _NUMPY.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise BadRequest(
             f"{where}: unknown datatype {datatype!r}; the protocol names: {', '.join(_DATATYPES)}"
         )
-    size = np.dtype(dtype).itemsize * count
+    size = dtype.itemsize * count
     if len(raw) != size:
         raise _size_error(where, datatype, dims, size, len(raw))
     return np.frombuffer(raw, dtype=dtype).reshape(dims)
@@ -139,7 +140,7 @@ def encode_raw(datatype: str, flat: list[Any]) -> bytes:
             parts.append(struct.pack("<I", len(b)))
             parts.append(b)
         return b"".join(parts)
-    return np.asarray(flat, dtype=DTYPES[datatype]).tobytes()
+    return np.asarray(flat, dtype=_NUMPY[datatype]).tobytes()
 
 
 def split_request(
