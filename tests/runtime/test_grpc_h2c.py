@@ -149,3 +149,20 @@ def test_cached_header_blocks_decode_as_hpack_does_while_the_table_churns() -> N
         block = encoder.encode(headers)
         want = {k.decode(): v.decode() for k, v in reference.decode(block, raw=True)}
         assert ours.decode(block) == want, i
+
+
+def test_a_client_that_does_not_speak_http2_is_closed_and_others_are_served(
+    served: tuple[H2Server, Handler, grpc.Channel],
+) -> None:
+    import socket
+
+    server, _, channel = served
+    assert server.port is not None
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(4096):  # the server closes: recv returns b""
+            received += chunk
+    # its SETTINGS, then GOAWAY (frame type 7) with PROTOCOL_ERROR (1)
+    assert b"\x07\x00\x00\x00\x00\x00" in received and received.endswith(b"\x00\x00\x00\x01")
+    assert _call(channel, "/t/Echo")(b"ok", timeout=30) == b"ko"

@@ -53,6 +53,8 @@ WINDOW = 1 << 22
 """The receive window of every stream and of the connection (topped up at half)."""
 MAX_STREAMS = 1000
 """Calls one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)."""
+MAX_HEADER_BLOCK = 1 << 16
+"""The largest header block (HEADERS and its CONTINUATIONs) a client may send."""
 MAX_MESSAGE_TEXT = 2000
 """Longest ``grpc-message`` sent (clients cap metadata at a few KiB)."""
 
@@ -382,6 +384,10 @@ class _Connection:
             if self.continuing is None or self.continuing[0] != sid:
                 raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION out of place")
             self.continuing[2].append(payload)
+            if sum(len(p) for p in self.continuing[2]) > MAX_HEADER_BLOCK:
+                raise _ConnectionError(
+                    PROTOCOL_ERROR, f"a header block over {MAX_HEADER_BLOCK} bytes"
+                )
             if flags & END_HEADERS:
                 first, parts = self.continuing[1], self.continuing[2]
                 self.continuing = None
