@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic_core import from_json, to_json
 
 from runtime.server.errors import BadRequest
 
@@ -163,8 +164,8 @@ def split_request(
             "it counts the bytes of the JSON part that starts the body"
         )
     try:
-        payload = json.loads(body[:n])
-    except (ValueError, UnicodeDecodeError) as err:
+        payload = from_json(body[:n])  # pydantic-core's parser: json.loads' result, faster
+    except ValueError as err:
         raise BadRequest(f"malformed JSON in the first {n} bytes (the header): {err}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise BadRequest('an inference request is a JSON object with an "inputs" list of tensors')
@@ -232,7 +233,7 @@ def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dic
         blob = encode_raw(out["datatype"], out.pop("data"))
         out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(blob)}
         blobs.append(blob)
-    head = json.dumps(reply).encode()
+    head = to_json(reply)  # compact, UTF-8; NaN and big ints as json.dumps writes them
     if not blobs:
         return {"Content-Type": "application/json"}, head
     headers = {
