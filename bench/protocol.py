@@ -7,7 +7,12 @@ concurrency 1 and 64, with 1-row and 64-row requests, for
 * ``OIP REST JSON``: ``POST /v2/models/predict/infer`` with JSON tensors,
 * ``OIP REST binary``: the same route, FP32 rows as raw bytes after the JSON header
   (``Inference-Header-Content-Length``) and binary outputs back, as tritonclient sends,
-* ``OIP gRPC``: ``ModelInfer`` with ``raw_input_contents`` (8 HTTP/2 channels).
+* ``OIP gRPC``: ``ModelInfer`` with ``raw_input_contents`` (8 HTTP/2 connections).
+
+Load generators: wrk for HTTP and h2load (nghttp2) for gRPC when installed, C clients
+that leave the cores to the server; else the asyncio HTTP generator and grpcio's asyncio
+client (which costs about as much CPU per call as the server: on a 2-core machine it
+caps the gRPC rows). The header line says which ran; compare rows of one run.
 
 ``cpu ms/req`` is the server's CPU time (all its processes, from /proc) per request
 served, warm-up included: on a machine shared with other work it is the steadier figure.
@@ -35,13 +40,17 @@ from typing import Any
 
 import numpy as np
 
-from bench._load import LoadResult, build_request, percentile, run_load, stop_process
+from bench import _h2load
+from bench._load import LoadResult, percentile, stop_process
+from bench._wrk import generator as http_generator
+from bench._wrk import load as http_load
 from bench.serving import REPO, _ready
 
 CONCURRENCY = (1, 64)
 ROWS = (1, 64)
 ROUTES = ("JSON route", "OIP REST JSON", "OIP REST binary", "OIP gRPC")
-GRPC_CHANNELS = 8
+GRPC_CHANNELS = _h2load.CONNECTIONS
+INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def _free_port() -> int:
@@ -57,15 +66,16 @@ def _rows(n: int) -> np.ndarray:
     return np.round(X[np.arange(n) % len(X)], 4).astype(np.float32)
 
 
-def _http_request(port: int, route: str, x: np.ndarray) -> bytes:
+def _http_request(route: str, x: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
+    """Path, body and headers of one request of ``route``."""
+    json_type = {"Content-Type": "application/json"}
     if route == "JSON route":
-        body = json.dumps({"instances": x.astype(float).tolist()}).encode()
-        return build_request("127.0.0.1", port, "POST", "/", body)
+        return "/", json.dumps({"instances": x.astype(float).tolist()}).encode(), json_type
     path = "/v2/models/predict/infer"
     if route == "OIP REST JSON":
         tensor = {"name": "instances", "shape": list(x.shape), "datatype": "FP64"}
         body = json.dumps({"inputs": [{**tensor, "data": x.astype(float).ravel().tolist()}]})
-        return build_request("127.0.0.1", port, "POST", path, body.encode())
+        return path, body.encode(), json_type
     raw = x.tobytes()
     head = json.dumps(
         {
@@ -80,15 +90,49 @@ def _http_request(port: int, route: str, x: np.ndarray) -> bytes:
             "parameters": {"binary_data_output": True},
         }
     ).encode()
-    return build_request(
-        "127.0.0.1",
-        port,
-        "POST",
+    return (
         path,
         head + raw,
-        headers={"Inference-Header-Content-Length": str(len(head))},
-        content_type="application/octet-stream",
+        {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(head)),
+        },
     )
+
+
+def _grpc_request(x: np.ndarray) -> Any:
+    from runtime.server.grpc import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="predict", raw_input_contents=[x.tobytes()])
+    request.inputs.add(name="input-0", datatype="FP32", shape=list(x.shape))
+    return request
+
+
+def _grpc_check(target: str, request: Any) -> None:
+    """One call with grpcio's client must succeed (h2load checks HTTP statuses only)."""
+    import grpc
+
+    from runtime.server.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+
+
+def _grpc_cell(
+    host: str, port: int, x: np.ndarray, concurrency: int, duration: float
+) -> tuple[LoadResult, float]:
+    """The result of one gRPC cell and the seconds it ran, warm-up included."""
+    request = _grpc_request(x)
+    if _h2load.available():
+        _grpc_check(f"{host}:{port}", request)
+        secs = max(1, round(duration))
+        result = _h2load.load(
+            host, port, INFER, request.SerializeToString(), concurrency=concurrency, duration=secs
+        )
+        assert result is not None
+        return result, secs + 1.0
+    result = asyncio.run(_grpc_load(f"{host}:{port}", x, concurrency, duration, 0.5))
+    return result, duration + 0.5
 
 
 async def _grpc_load(
@@ -96,11 +140,9 @@ async def _grpc_load(
 ) -> LoadResult:
     import grpc
 
-    from runtime.server.grpc import grpc_predict_v2_pb2 as pb
     from runtime.server.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-    request = pb.ModelInferRequest(model_name="predict", raw_input_contents=[x.tobytes()])
-    request.inputs.add(name="input-0", datatype="FP32", shape=list(x.shape))
+    request = _grpc_request(x)
     channels = [grpc.aio.insecure_channel(target) for _ in range(min(GRPC_CHANNELS, concurrency))]
     stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
     latencies: list[float] = []
@@ -225,21 +267,36 @@ def main() -> None:
                     for route in ROUTES:
                         cpu_before = _cpu_seconds(proc.pid)
                         if route == "OIP gRPC":
-                            result = asyncio.run(
-                                _grpc_load(f"127.0.0.1:{grpc_port}", x, c, seconds, 0.5)
-                            )
+                            result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
                         else:
-                            request = _http_request(port, route, x)
-                            result = run_load(
-                                "127.0.0.1", port, request, concurrency=c, duration=seconds
+                            path, body, headers = _http_request(route, x)
+                            result = http_load(
+                                "127.0.0.1",
+                                port,
+                                "POST",
+                                path,
+                                body,
+                                headers,
+                                concurrency=c,
+                                duration=seconds,
                             )
+                            ran = _http_seconds(seconds)
                         _drained(port)
                         cpu = _cpu_seconds(proc.pid) - cpu_before
-                        served = result.requests / seconds * (seconds + 0.5)  # warm-up too
+                        served = result.rps * ran  # warm-up too
                         results.append((route, c, rows, result))
                         cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+    grpc_client = "h2load" if _h2load.available() else "grpcio (asyncio; install h2load)"
+    print(f"load generators: HTTP {http_generator()}; gRPC {grpc_client}")
     print(_table(results, cpu_ms))
     print(_targets(results))
+
+
+def _http_seconds(seconds: float) -> float:
+    """How long an HTTP cell ran, warm-up included (wrk runs whole seconds)."""
+    if http_generator() == "wrk":
+        return max(1, round(seconds)) + 1.0
+    return seconds + 0.5
 
 
 def _table(

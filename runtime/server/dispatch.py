@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from runtime import events
 from runtime.context import Context
@@ -237,8 +238,8 @@ class Dispatcher:
                     "with an Inference-Header-Content-Length header"
                 )
             try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as err:
+                payload = from_json(body)  # pydantic-core's parser: json.loads' result, faster
+            except ValueError as err:
                 raise BadRequest(f"malformed JSON: {err}") from None
             arrays = {}
         reply = self.oip_reply(payload, arrays, version)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from runtime.errors import MlfnError
 
 __all__ = [
+    "GRPC_STATUS",
     "BadRequest",
     "HttpError",
     "InternalError",
@@ -29,6 +30,7 @@ __all__ = [
     "UnsupportedMediaType",
     "from_validation",
     "grpc_code",
+    "grpc_status",
     "new_error_id",
     "render",
 ]
@@ -124,6 +126,33 @@ def from_validation(err: ValidationError, where: str = "") -> BadRequest:
 def grpc_code(err: HttpError) -> str:
     """The ``grpc.StatusCode`` name for ``err`` (``INVALID_ARGUMENT`` for a 400, ...)."""
     return err.grpc
+
+
+GRPC_STATUS = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+"""The number of each gRPC status code name, as it goes on the wire (``grpc-status``)."""
+
+
+def grpc_status(err: HttpError) -> int:
+    """The ``grpc-status`` number for ``err`` (3 for a 400, ...)."""
+    return GRPC_STATUS[err.grpc]
 
 
 def render(err: HttpError, error_id: str) -> tuple[int, dict[str, str], bytes]:

@@ -106,7 +106,8 @@ def decode_inputs(
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise BadRequest('an inference request is a JSON object with an "inputs" list of tensors')
-    fields = list(model.model_fields)
+    ranks = _ranks(model)  # the field names too, read once per model
+    fields = list(ranks)
     inputs: list[Any] = payload["inputs"]
     if not inputs:
         raise BadRequest(f'"inputs" is empty; send one tensor per field: {", ".join(fields)}')
@@ -133,7 +134,7 @@ def decode_inputs(
             )
         columns[name] = values
     n = len(next(iter(columns.values())))
-    extra = {k: v for k, v in params.items() if k in model.model_fields and k not in columns}
+    extra = {k: v for k, v in params.items() if k in ranks and k not in columns}
     rows = [{**extra, **{name: col[i] for name, col in columns.items()}} for i in range(n)]
     return rows, bool(whole)
 
@@ -168,13 +169,14 @@ def _column(
     name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
     if not isinstance(name, str):
         raise BadRequest(f"{where}.name is missing; expected one of: {', '.join(fields)}")
-    if name not in model.model_fields:
+    ranks = _ranks(model)
+    if name not in ranks:
         if fallback is None:
             raise BadRequest(
                 f"{where}: unknown input {name!r}; this model takes: {', '.join(fields)}"
             )
         name = fallback
-    rank = _ranks(model)[name]
+    rank = ranks[name]
     if array is not None:
         return _array_column(where, name, rank, tensor.get("datatype"), array)
     if (

@@ -40,6 +40,8 @@ _CONTENTS = {
 
 
 def _parameters(params: Any) -> dict[str, Any]:
+    if not len(params):
+        return {}
     out: dict[str, Any] = {}
     for key, value in params.items():
         choice = value.WhichOneof("parameter_choice")
@@ -77,25 +79,30 @@ def request_payload(req: Any) -> tuple[dict[str, Any], dict[int, NDArray[Any]]]:
         BadRequest: a tensor does not fit its shape, or raw and typed contents are mixed.
     """
     raw = req.raw_input_contents
-    if raw and len(raw) != len(req.inputs):
+    tensors = req.inputs
+    if raw and len(raw) != len(tensors):
         raise BadRequest(
-            f"raw_input_contents has {len(raw)} entries for {len(req.inputs)} inputs; "
+            f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs; "
             "send one per input, in order, or none (typed contents)"
         )
     inputs: list[dict[str, Any]] = []
     arrays: dict[int, NDArray[Any]] = {}
-    for k, tensor in enumerate(req.inputs):
-        where = f"inputs[{k}] ({tensor.name})"
-        shape = list(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise BadRequest(f"{where}: shape must be a list of sizes, got {shape}")
-        inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": shape})
+    for k, tensor in enumerate(tensors):
+        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        for d in shape:
+            if d < 0:
+                raise BadRequest(
+                    f"inputs[{k}] ({name}): shape must be a list of sizes, got {shape}"
+                )
+        inputs.append({"name": name, "datatype": datatype, "shape": shape})
         if raw:
             if tensor.HasField("contents"):
-                raise BadRequest(f"{where}: has contents and raw_input_contents; send one")
-            arrays[k] = decode_raw(where, tensor.datatype, shape, raw[k])
+                raise BadRequest(
+                    f"inputs[{k}] ({name}): has contents and raw_input_contents; send one"
+                )
+            arrays[k] = decode_raw(f"inputs[{k}] ({name})", datatype, shape, raw[k])
         else:
-            arrays[k] = _typed(where, tensor, shape)
+            arrays[k] = _typed(f"inputs[{k}] ({name})", tensor, shape)
     payload: dict[str, Any] = {"inputs": inputs, "parameters": _parameters(req.parameters)}
     if req.outputs:
         payload["outputs"] = [{"name": o.name} for o in req.outputs]
@@ -106,12 +113,13 @@ def request_payload(req: Any) -> tuple[dict[str, Any], dict[int, NDArray[Any]]]:
 
 def response_message(reply: dict[str, Any]) -> Any:
     """A ``ModelInferResponse`` from the dispatcher's reply (outputs as raw contents)."""
-    msg = pb.ModelInferResponse(
+    outputs = reply["outputs"]
+    return pb.ModelInferResponse(
         model_name=reply["model_name"],
         model_version=reply.get("model_version") or "",
         id=str(reply.get("id") or ""),
+        outputs=[
+            {"name": o["name"], "datatype": o["datatype"], "shape": o["shape"]} for o in outputs
+        ],
+        raw_output_contents=[encode_raw(o["datatype"], o["data"]) for o in outputs],
     )
-    for out in reply["outputs"]:
-        msg.outputs.add(name=out["name"], datatype=out["datatype"], shape=out["shape"])
-        msg.raw_output_contents.append(encode_raw(out["datatype"], out["data"]))
-    return msg

@@ -5,11 +5,14 @@ Every RPC goes through the App: readiness and the concurrency limit
 (:meth:`~runtime.server.dispatch.Dispatcher.oip_reply`, so the batcher coalesces gRPC
 and HTTP requests into the same batches), the same metrics and request ids in the log.
 Errors are the server's :class:`~runtime.server.errors.HttpError` classes, answered with
-the gRPC status code each one names (:func:`runtime.server.errors.grpc_code`).
+the gRPC status code each one names (:func:`runtime.server.errors.grpc_status`), here
+and nowhere else.
 
-Under gunicorn's gevent worker (inference servers) gRPC runs on gevent too
-(``grpc.experimental.gevent``): handlers are greenlets on the worker's one event loop,
-like the HTTP requests, so the batcher's cooperative primitives serve both.
+The transport is :mod:`runtime.server.grpc.h2c`: under gunicorn's gevent worker
+(inference servers) each call is a greenlet on the worker's one event loop, like the
+HTTP requests; every worker process listens on the same port (``SO_REUSEPORT``), so the
+kernel spreads connections over all of them. Under threads (a retrain function's
+gthread worker) each call is a thread.
 """
 
 from __future__ import annotations
@@ -20,25 +23,26 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent import futures
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from runtime.logs import request_context
 from runtime.server import errors as e
 from runtime.server.grpc import codec
 from runtime.server.grpc import grpc_predict_v2_pb2 as pb
-from runtime.server.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from runtime.server.grpc.h2c import H2Server, Reply
 
 if TYPE_CHECKING:
     from runtime.server.app import App
 
-__all__ = ["GrpcServer", "InferenceService", "serve_grpc"]
+__all__ = ["SERVICE", "GrpcServer", "InferenceService", "serve_grpc"]
 
 log = logging.getLogger("mlfn.server")
-T = TypeVar("T")
+
+SERVICE = "/inference.GRPCInferenceService/"
+"""The path prefix of the protocol's methods (``/inference.GRPCInferenceService/ModelInfer``)."""
 
 
 def _gevent_patched() -> bool:
@@ -46,18 +50,48 @@ def _gevent_patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+def _concurrency() -> dict[str, Any]:
+    """How the transport runs calls: greenlets in a gevent worker (replies of one loop
+    turn sent together); else its default, a thread per call."""
+    if not _gevent_patched():
+        return {}
+    gevent = sys.modules["gevent"]
+    return {"spawn": gevent.spawn, "defer": gevent.get_hub().loop.run_callback}
+
+
+class InferenceService:
     """The six OIP RPCs of one function's App (model repository RPCs: UNIMPLEMENTED)."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.spec = app.spec
+        self._methods: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+            "ServerLive": (pb.ServerLiveRequest, lambda r: pb.ServerLiveResponse(live=True)),
+            "ServerReady": (
+                pb.ServerReadyRequest,
+                lambda r: pb.ServerReadyResponse(ready=self.app.ready),
+            ),
+            "ModelReady": (pb.ModelReadyRequest, self._model_ready),
+            "ServerMetadata": (
+                pb.ServerMetadataRequest,
+                lambda r: pb.ServerMetadataResponse(
+                    name="mlfn", version="2", extensions=["binary_tensor_data"]
+                ),
+            ),
+            "ModelMetadata": (pb.ModelMetadataRequest, self._model_metadata),
+            "ModelInfer": (pb.ModelInferRequest, self._infer),
+        }
 
     # --- one place for ids, metrics, logs and status codes ------------------------------
 
-    def _answer(self, context: Any, call: Callable[[], T]) -> T:
-        metadata = dict(context.invocation_metadata() or ())
-        rid = str(metadata.get("x-request-id") or uuid.uuid4().hex)
+    def __call__(self, path: str, metadata: Mapping[str, str], message: bytes) -> Reply:
+        """Answer one call of ``path`` (the transport's :data:`~.h2c.Handler`)."""
+        method = path[len(SERVICE) :] if path.startswith(SERVICE) else None
+        entry = self._methods.get(method) if method is not None else None
+        if entry is None:
+            return Reply(e.GRPC_STATUS["UNIMPLEMENTED"], f"Method not found: {path}")
+        rid = metadata.get("x-request-id") or uuid.uuid4().hex
+        trailers = (("x-request-id", rid),)
         metrics = self.app.metrics
         started = time.perf_counter()
         status = 200
@@ -66,13 +100,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with request_context(rid):
                 try:
-                    return call()
+                    kind, answer = entry
+                    try:
+                        request = kind.FromString(message)
+                    except DecodeError as err:
+                        raise e.BadRequest(f"the {method} request does not parse: {err}") from None
+                    body = answer(request).SerializeToString()
+                    return Reply(0, "", body, trailers)
                 except e.HttpError as err:
                     failure = err
                     level = logging.WARNING if err.status >= 500 else logging.INFO
                     log.log(level, "gRPC %s %s", err.grpc, err.message, extra={"error_id": rid})
                 except Exception as err:
-                    status = 500
                     error_id = e.new_error_id()
                     log.error(
                         "%s raised %s: %s (error id %s)",
@@ -88,62 +127,36 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                         f"in the server log under error id {error_id}"
                     )
                 status = failure.status
-                context.set_trailing_metadata((("x-request-id", rid),))
-                context.abort(getattr(grpc.StatusCode, e.grpc_code(failure)), failure.message)
-                raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+                extra = tuple((k.lower(), str(v)) for k, v in failure.headers.items())
+                return Reply(e.grpc_status(failure), failure.message, None, trailers + extra)
         finally:
             metrics.in_flight.dec()
             metrics.observe(status, time.perf_counter() - started)
 
     # --- the RPCs -----------------------------------------------------------------------
 
-    def ServerLive(self, request: Any, context: Any) -> Any:
-        return self._answer(context, lambda: pb.ServerLiveResponse(live=True))
+    def _model_ready(self, request: Any) -> Any:
+        self.app.check_model_name(request.name)
+        return pb.ModelReadyResponse(ready=self.app.ready)
 
-    def ServerReady(self, request: Any, context: Any) -> Any:
-        return self._answer(context, lambda: pb.ServerReadyResponse(ready=self.app.ready))
-
-    def ModelReady(self, request: Any, context: Any) -> Any:
-        def ready() -> Any:
-            self.app.check_model_name(request.name)
-            return pb.ModelReadyResponse(ready=self.app.ready)
-
-        return self._answer(context, ready)
-
-    def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return self._answer(
-            context,
-            lambda: pb.ServerMetadataResponse(
-                name="mlfn", version="2", extensions=["binary_tensor_data"]
-            ),
+    def _model_metadata(self, request: Any) -> Any:
+        self.app.check_model_name(request.name)
+        meta = self.app.dispatcher.oip_metadata()
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]],
+            outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
-    def ModelMetadata(self, request: Any, context: Any) -> Any:
-        def metadata() -> Any:
-            self.app.check_model_name(request.name)
-            meta = self.app.dispatcher.oip_metadata()
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=meta["name"],
-                versions=meta["versions"],
-                platform=meta["platform"],
-                inputs=[tensor(**t) for t in meta["inputs"]],
-                outputs=[tensor(**t) for t in meta["outputs"]],
-            )
-
-        return self._answer(context, metadata)
-
-    def ModelInfer(self, request: Any, context: Any) -> Any:
-        def infer() -> Any:
-            self.app.check_model_name(request.model_name)
-            payload, arrays = codec.request_payload(request)
-            version = request.model_version or None
-            reply = self.app.guarded(
-                lambda: self.app.dispatcher.oip_reply(payload, arrays, version)
-            )
-            return codec.response_message(reply)
-
-        return self._answer(context, infer)
+    def _infer(self, request: Any) -> Any:
+        self.app.check_model_name(request.model_name)
+        payload, arrays = codec.request_payload(request)
+        version = request.model_version or None
+        reply = self.app.guarded(lambda: self.app.dispatcher.oip_reply(payload, arrays, version))
+        return codec.response_message(reply)
 
 
 class GrpcServer:
@@ -165,32 +178,19 @@ class GrpcServer:
 
     def listen(self) -> None:
         """Bind and start now (the model need not be ready: RPCs answer UNAVAILABLE)."""
-        settings = self.app.settings
-        # under gevent the pool's "threads" are greenlets: cheap, and the App's limiter
-        # (container concurrency + queue) bounds the work; with real threads keep it small
-        workers = 1000 if _gevent_patched() else settings.server.threads
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlfn-grpc"),
-            options=[
-                ("grpc.max_receive_message_length", settings.server.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
-                # several workers of one server may each serve the same port (the kernel
-                # spreads connections), as gunicorn's workers share the HTTP one
-                ("grpc.so_reuseport", 1),
-            ],
+        server = H2Server(
+            InferenceService(self.app),
+            max_message=self.app.settings.server.max_body_bytes,
+            **_concurrency(),
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.app), server)  # type: ignore[no-untyped-call]
-        where = f"{self.host}:{self.requested_port}"
-        cause: Exception | None = None
         try:
-            bound = server.add_insecure_port(where)
-        except RuntimeError as err:
-            bound, cause = 0, err
-        if not bound:
+            bound = server.bind(self.host, self.requested_port)
+        except OSError as err:
             raise OSError(
-                f"gRPC cannot listen on {where} ({cause or 'address in use?'}); pick another "
-                "port with --grpc-port or MLFN_GRPC_PORT (0: any free one)"
-            )
+                f"gRPC cannot listen on {self.host}:{self.requested_port} "
+                f"({err.strerror or err}); pick another port with --grpc-port or "
+                "MLFN_GRPC_PORT (0: any free one)"
+            ) from err
         server.start()
         self._server, self.port = server, bound
         log.info(
@@ -221,30 +221,19 @@ class GrpcServer:
         self._stopped = True
         if self._server is None:
             return
-        drain = self.app.settings.server.drain_seconds
-        self._server.stop(drain).wait(drain + 1)
+        self._server.stop(self.app.settings.server.drain_seconds)
         log.info("gRPC server stopped", extra={"grpc_port": self.port})
-
-
-_gevent_ready = False
 
 
 def serve_grpc(app: App, host: str, port: int, *, when_ready: bool = True) -> GrpcServer:
     """Serve ``app``'s function over gRPC on ``host:port`` (0: a free port) until it closes.
 
     With ``when_ready`` the port opens once the model is loaded (a background greenlet or
-    thread waits); otherwise now. Call it in the serving process after gevent patched it
-    (gunicorn's worker), before anything else there creates a gRPC object.
+    thread waits); otherwise now.
 
     Raises:
         OSError: ``port`` is taken (checked now, also when binding waits for the model).
     """
-    global _gevent_ready
-    if _gevent_patched() and not _gevent_ready:
-        from grpc.experimental import gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
-        _gevent_ready = True
     running = GrpcServer(app, host, port)
     app.on_close(running.stop)
     if not when_ready:
