@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser dev test test-fast lint docs grpc-stubs bench render build deploy undeploy produce status clean
+.PHONY: help venv browser load-tools dev test test-fast lint docs grpc-stubs bench render build deploy undeploy produce status clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n",$$1,$$2}'
@@ -48,7 +48,11 @@ docs: venv ## regenerate the reference pages in docs/ (settings, spec, pipeline 
 grpc-stubs: venv ## regenerate the committed gRPC stubs from runtime/server/grpc/*.proto
 	$(BIN)/python -m runtime.server.grpc.generate
 
-bench: venv ## benchmarks; each prints a table
+load-tools: ## wrk and h2load, the C load generators the benchmarks use (installed only when missing)
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk nghttp2-client; }
+
+bench: venv load-tools ## benchmarks; each prints a table
 	$(BIN)/python -m bench
 
 render: venv ## print Knative manifests rendered from the function specs
