@@ -28,7 +28,7 @@ import socket
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -76,14 +76,18 @@ class _Message:
         "limit",
         "parser",
         "reject",
+        "shed_check",
+        "shedding",
         "size",
         "url",
     )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, shed_check: Callable[[str], bool] | None = None) -> None:
         self.limit = limit
+        self.shed_check = shed_check
         self.parser: Any = None
-        self.complete: deque[tuple[Request, bool, bool]] = deque()
+        # each request: itself, keep-alive, HTTP/1.0, shed at header time
+        self.complete: deque[tuple[Request, bool, bool, bool]] = deque()
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
@@ -93,12 +97,14 @@ class _Message:
         self.head_bytes = 0
         self.continue_wanted = False
         self.reject: e.HttpError | None = None
+        self.shedding = False
 
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = {}
         self.body = []
         self.size = 0
+        self.shedding = False
         self.head_bytes = 0
         self.in_message = True
         self.in_head = True
@@ -131,9 +137,12 @@ class _Message:
                 return
         if self.headers.get("expect", "").lower() == "100-continue":
             self.continue_wanted = True
+        check = self.shed_check
+        if check is not None and check(self.parser.get_method().decode("latin-1")):
+            self.shedding = True  # decided from the head: the body is skipped, not kept
 
     def on_body(self, chunk: bytes) -> None:
-        if self.reject is not None:
+        if self.reject is not None or self.shedding:
             return
         self.size += len(chunk)
         if self.size > self.limit:
@@ -148,13 +157,17 @@ class _Message:
         if self.reject is not None:
             return
         p = self.parser
+        if self.shedding:
+            keep, http10 = bool(p.should_keep_alive()), p.get_http_version() == "1.0"
+            self.complete.append((Request("POST", "", self.headers, b""), keep, http10, True))
+            return
         method = p.get_method().decode("latin-1")
         raw = self.url.split(b"?", 1)[0].decode("latin-1") or "/"
         path = unquote(raw) if "%" in raw else raw
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         keep = bool(p.should_keep_alive())
         http10 = p.get_http_version() == "1.0"
-        self.complete.append((Request(method, path, self.headers, body), keep, http10))
+        self.complete.append((Request(method, path, self.headers, body), keep, http10, False))
 
 
 def _too_large(what: str, limit: int) -> str:
@@ -195,7 +208,7 @@ def serve_connection(
     app: App, sock: socket.socket, tracker: Any, *, keepalive_s: float = 75.0
 ) -> None:
     """Answer the requests of one connection until it closes (or the worker stops)."""
-    msg = _Message(app.settings.server.max_body_bytes)
+    msg = _Message(app.settings.server.max_body_bytes, app.sheds)
     parser = httptools.HttpRequestParser(msg)
     msg.parser = parser
     sock.settimeout(keepalive_s)
@@ -233,8 +246,8 @@ def serve_connection(
         else:
             unparsed = 0
         while msg.complete:
-            req, keep, http10 = msg.complete.popleft()
-            resp = app.handle(req)
+            req, keep, http10, shed = msg.complete.popleft()
+            resp = app.shed_response(_request_id(req.headers)) if shed else app.handle(req)
             keep = keep and tracker.alive
             try:
                 out = encode(resp, keep_alive=keep, http10=http10, head=req.method == "HEAD")
@@ -257,6 +270,11 @@ def serve_connection(
             return
         if msg.continue_wanted:
             msg.continue_wanted = False
+            if msg.shedding:  # answered before its body is sent; the framing ends here
+                resp = app.shed_response(_request_id(msg.headers))
+                with contextlib.suppress(OSError):
+                    sendall(encode(resp, keep_alive=False))
+                return
             try:
                 sendall(_CONTINUE)
             except OSError:
@@ -352,3 +370,8 @@ def worker_class() -> type:
                         getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
 
     return MlfnWorker
+
+
+def _request_id(headers: dict[str, str]) -> str | None:
+    """The id a request brings (as :meth:`App.handle` reads it), if any."""
+    return headers.get("x-request-id") or headers.get("ce-id")
