@@ -28,7 +28,7 @@ import socket
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,10 +37,13 @@ import httptools
 from runtime.server import errors as e
 from runtime.server.app import App, Request, Response
 
-__all__ = ["STOP_LINGER_S", "serve_connection", "worker_class"]
+__all__ = ["SHEDDING_ACCEPTS", "STOP_LINGER_S", "serve_connection", "worker_class"]
 
 STOP_LINGER_S = 1.5
 """How long a stopping worker keeps idle kept-alive connections open (checked each second)."""
+
+SHEDDING_ACCEPTS = 100
+"""Connections a worker accepts per turn of its event loop while the server sheds (else 1)."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """The most a request line and headers may take (gunicorn's limits are in this range)."""
@@ -321,9 +324,37 @@ def _entry_points_read_once() -> Iterator[None]:
 def worker_class() -> type:
     """The gunicorn worker class (gevent is imported only when a server uses it)."""
     import gevent
+    import gunicorn.workers.ggevent as ggevent
+    from gevent.server import StreamServer
     from gunicorn.workers.ggevent import GeventWorker
 
+    class AcceptLoop(StreamServer):  # type: ignore[misc]
+        """gunicorn's accept loop, but not one connection per turn while the server sheds.
+
+        With several workers gunicorn accepts one connection per turn of a worker's
+        event loop, so that connections spread over the workers. Under load a turn
+        takes milliseconds, and a burst of a thousand connections then waits seconds in
+        the kernel's accept queue, ``/healthz`` and ``/readyz`` behind it (a probe that
+        times out restarts the container). While the server sheds, a connection costs
+        this worker little (it is shed, or rests), and the slots are shared out evenly
+        whatever the connections (:class:`~runtime.server.fleet.SharedLimiter`): then a
+        turn accepts up to :data:`SHEDDING_ACCEPTS`.
+        """
+
+        shedding: Callable[[], bool] = staticmethod(lambda: False)
+        _calm = 1
+
+        @property
+        def max_accept(self) -> int:
+            return SHEDDING_ACCEPTS if self.shedding() else self._calm
+
+        @max_accept.setter
+        def max_accept(self, value: int) -> None:
+            self._calm = value
+
     class MlfnWorker(GeventWorker):  # type: ignore[misc]
+        accept_loop = AcceptLoop
+
         def init_process(self) -> None:
             self._tracker = _Tracker()
             self._stopping_since: float | None = None
@@ -334,6 +365,12 @@ def worker_class() -> type:
         def patch(self) -> None:
             with _entry_points_read_once():
                 super().patch()
+
+        def run(self) -> None:
+            limiter = self.wsgi.limiter
+            AcceptLoop.shedding = staticmethod(lambda: limiter.full)
+            ggevent.StreamServer = AcceptLoop  # what gunicorn's run() builds, in this process
+            super().run()
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
             client.setblocking(True)
@@ -372,6 +409,6 @@ def worker_class() -> type:
     return MlfnWorker
 
 
-def _request_id(headers: dict[str, str]) -> str | None:
+def _request_id(headers: Mapping[str, str]) -> str | None:
     """The id a request brings (as :meth:`App.handle` reads it), if any."""
     return headers.get("x-request-id") or headers.get("ce-id")

@@ -259,3 +259,19 @@ def test_the_lean_worker_decides_to_shed_from_the_head_and_keeps_no_body() -> No
     assert shed[0].body == b"" and shed[3] is True  # the body was skipped, not kept
     assert probe[0].path == "/healthz" and probe[3] is False  # probes are never shed
     assert served[0].body == b"777" and served[3] is False
+
+
+@pytest.mark.unit
+def test_a_shedding_worker_accepts_many_connections_per_turn_a_calm_one_one() -> None:
+    from runtime.server.worker import SHEDDING_ACCEPTS, worker_class
+
+    shedding = [False]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = worker_class().accept_loop(listener, handle=lambda *a: None)
+        server.shedding = lambda: shedding[0]
+        server.max_accept = 1  # what gunicorn sets with several workers: they share them out
+        assert server.max_accept == 1
+        shedding[0] = True  # a burst then waits no longer than a turn of the loop
+        assert server.max_accept == SHEDDING_ACCEPTS > 1
