@@ -306,21 +306,27 @@ class SharedLimiter:
             self._release()
 
     def _acquire(self) -> None:
+        if self.full:  # a look without the lock: shedding takes no lock at all
+            raise self.overloaded()
         fleet = self.fleet
+        waiter: _Waiter | None = None
+        poller = None
         with fleet._locked():
             running, waiting = fleet.totals()
             if running < self.limit and waiting == 0:
                 fleet._change(1, 0)
                 return
-            if waiting >= self.queue_depth:
-                raise self.overloaded()
-            fleet._change(0, 1)
-            waiter = _Waiter()
-            self._waiters.append(waiter)
-            poller = None
-            if self._poller is None:
-                poller = threading.Thread(target=self._poll, name="mlfn-slot-poller", daemon=True)
-                self._poller = poller
+            if waiting < self.queue_depth:
+                fleet._change(0, 1)
+                waiter = _Waiter()
+                self._waiters.append(waiter)
+                if self._poller is None:
+                    poller = threading.Thread(
+                        target=self._poll, name="mlfn-slot-poller", daemon=True
+                    )
+                    self._poller = poller
+        if waiter is None:
+            raise self.overloaded()  # its message is written outside the lock
         if poller is not None:  # started outside the lock: under gevent, start() yields
             poller.start()
         if waiter.lock.acquire(timeout=self.timeout_s):
