@@ -270,6 +270,11 @@ class SharedLimiter:
         running, waiting = self.fleet.totals()
         return (running >= self.limit or waiting > 0) and waiting >= self.queue_depth
 
+    @property
+    def saturated(self) -> bool:
+        """Every slot is taken: a request arriving now waits in the queue or is shed."""
+        return 0 < self.limit <= self.fleet.totals()[0]
+
     def overloaded(self) -> Overloaded:
         """The error of a request that finds the queue full."""
         running, waiting = self.fleet.totals()

@@ -38,13 +38,14 @@ import httptools
 from runtime.server import errors as e
 from runtime.server.app import App, Request, Response
 
-__all__ = ["SHEDDING_ACCEPTS", "STOP_LINGER_S", "serve_connection", "worker_class"]
+__all__ = ["SATURATED_ACCEPTS", "STOP_LINGER_S", "serve_connection", "worker_class"]
 
 STOP_LINGER_S = 1.5
 """How long a stopping worker keeps idle kept-alive connections open (checked each second)."""
 
-SHEDDING_ACCEPTS = 100
-"""Connections a worker accepts per turn of its event loop while the server sheds (else 1)."""
+SATURATED_ACCEPTS = 100
+"""Connections a worker accepts per turn of its event loop while every slot is taken
+(else 1)."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """The most a request line and headers may take (gunicorn's limits are in this range)."""
@@ -343,24 +344,25 @@ def worker_class() -> type:
     from gunicorn.workers.ggevent import GeventWorker
 
     class AcceptLoop(StreamServer):  # type: ignore[misc]
-        """gunicorn's accept loop, but not one connection per turn while the server sheds.
+        """gunicorn's accept loop, but not one connection per turn when every slot is taken.
 
         With several workers gunicorn accepts one connection per turn of a worker's
         event loop, so that connections spread over the workers. Under load a turn
         takes milliseconds, and a burst of a thousand connections then waits seconds in
         the kernel's accept queue, ``/healthz`` and ``/readyz`` behind it (a probe that
-        times out restarts the container). While the server sheds, a connection costs
-        this worker little (it is shed, or rests), and the slots are shared out evenly
-        whatever the connections (:class:`~runtime.server.fleet.SharedLimiter`): then a
-        turn accepts up to :data:`SHEDDING_ACCEPTS`.
+        times out restarts the container). Once every slot is taken a new connection's
+        request waits in the queue or is shed, and the slots are shared out evenly
+        between the workers with waiters (:class:`~runtime.server.fleet.SharedLimiter`),
+        so where it lands no longer decides where work runs: then a turn accepts up to
+        :data:`SATURATED_ACCEPTS`.
         """
 
-        shedding: Callable[[], bool] = staticmethod(lambda: False)
+        saturated: Callable[[], bool] = staticmethod(lambda: False)
         _calm = 1
 
         @property
         def max_accept(self) -> int:
-            return SHEDDING_ACCEPTS if self.shedding() else self._calm
+            return SATURATED_ACCEPTS if self.saturated() else self._calm
 
         @max_accept.setter
         def max_accept(self, value: int) -> None:
@@ -382,7 +384,7 @@ def worker_class() -> type:
 
         def run(self) -> None:
             limiter = self.wsgi.limiter
-            AcceptLoop.shedding = staticmethod(lambda: limiter.full)
+            AcceptLoop.saturated = staticmethod(lambda: limiter.saturated)
             ggevent.StreamServer = AcceptLoop  # what gunicorn's run() builds, in this process
             gevent.spawn(_freeze_when_ready, self.wsgi)
             super().run()

@@ -262,16 +262,18 @@ def test_the_lean_worker_decides_to_shed_from_the_head_and_keeps_no_body() -> No
 
 
 @pytest.mark.unit
-def test_a_shedding_worker_accepts_many_connections_per_turn_a_calm_one_one() -> None:
-    from runtime.server.worker import SHEDDING_ACCEPTS, worker_class
+def test_a_saturated_worker_accepts_many_connections_per_turn_a_calm_one_one() -> None:
+    from runtime.server.worker import SATURATED_ACCEPTS, worker_class
 
-    shedding = [False]
+    lim = ConcurrencyLimiter(2, queue_depth=4, timeout_s=1.0)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         server = worker_class().accept_loop(listener, handle=lambda *a: None)
-        server.shedding = lambda: shedding[0]
+        server.saturated = lambda: lim.saturated
         server.max_accept = 1  # what gunicorn sets with several workers: they share them out
+        with lim.slot():
+            assert server.max_accept == 1
+            with lim.slot():  # every slot taken: a burst waits no longer than a turn
+                assert server.max_accept == SATURATED_ACCEPTS > 1
         assert server.max_accept == 1
-        shedding[0] = True  # a burst then waits no longer than a turn of the loop
-        assert server.max_accept == SHEDDING_ACCEPTS > 1
