@@ -334,7 +334,17 @@ class SharedLimiter:
             raise self.overloaded()  # its message is written outside the lock
         if poller is not None:  # started outside the lock: under gevent, start() yields
             poller.start()
-        if waiter.lock.acquire(timeout=self.timeout_s):
+        try:
+            got = waiter.lock.acquire(timeout=self.timeout_s)
+        except BaseException:  # the waiting greenlet or thread was killed: leave no count
+            with fleet._locked():
+                if not waiter.granted:
+                    self._waiters.remove(waiter)
+                    fleet._change(0, -1)
+            if waiter.granted:
+                self._release()
+            raise
+        if got:
             return
         with fleet._locked():
             if waiter.granted:  # handed a slot as the wait ran out: keep it

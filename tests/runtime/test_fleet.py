@@ -271,3 +271,36 @@ def _hammer(fleet: Fleet, limit: int, per_thread: int, threads: int) -> bool:
     for t in pool:
         t.join(30)
     return not bad and not any(t.is_alive() for t in pool)
+
+
+class _Killed(BaseException):
+    """What killing a greenlet raises in it (GreenletExit is a BaseException too)."""
+
+
+def test_a_waiter_killed_while_it_waits_leaves_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.server import fleet as fleet_module
+
+    class Doomed(fleet_module._Waiter):
+        def __init__(self) -> None:
+            super().__init__()
+            real = self.lock
+
+            class Lock:
+                def acquire(self, timeout: float = -1) -> bool:
+                    raise _Killed
+
+                def release(self) -> None:
+                    real.release()
+
+            self.lock = Lock()  # type: ignore[assignment]
+
+    monkeypatch.setattr(fleet_module, "_Waiter", Doomed)
+    fleet = Fleet(workers=2)
+    fleet.join()
+    lim = fleet.limiter(1, 2, 10.0)
+    (held,) = _hold(lim, 1)
+    with pytest.raises(_Killed), lim.slot():
+        pass
+    assert fleet.totals() == (1, 0) and fleet.queuing() == 0 and not lim._waiters
+    held.__exit__(None, None, None)
+    assert fleet.totals() == (0, 0)
