@@ -358,7 +358,7 @@ def worker_class() -> type:
         """
 
         saturated: Callable[[], bool] = staticmethod(lambda: False)
-        _calm = 1
+        _calm: int = StreamServer.max_accept  # gevent's 100, unless gunicorn sets 1
 
         @property
         def max_accept(self) -> int:

@@ -271,6 +271,7 @@ def test_a_saturated_worker_accepts_many_connections_per_turn_a_calm_one_one() -
         listener.listen()
         server = worker_class().accept_loop(listener, handle=lambda *a: None)
         server.saturated = lambda: lim.saturated
+        assert server.max_accept == 100  # gevent's default: one worker takes them all
         server.max_accept = 1  # what gunicorn sets with several workers: they share them out
         with lim.slot():
             assert server.max_accept == 1
