@@ -299,11 +299,7 @@ class App:
         path = environ.get("PATH_INFO") or "/"
         if self.limiter.full and self._limited(method, path):
             # before the body, the headers and any routing: a shed request costs little
-            started = time.perf_counter()
-            rid = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
-            resp = self._shed(self.limiter.overloaded(), rid)
-            resp.headers["X-Request-Id"] = rid
-            self.metrics.observe(resp.status, time.perf_counter() - started)
+            resp = self.shed_response(environ.get("HTTP_X_REQUEST_ID"))
             return self._respond(resp, start_response)
         headers = {
             k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
@@ -340,6 +336,26 @@ class App:
             return None
         seconds = float(resp.headers["Retry-After"])
         return lambda: self.limiter.rest(seconds, sleep)
+
+    def sheds(self, method: str) -> bool:
+        """Whether a request with this method is shed now, from a lock-free look at the
+        limiter (the lean worker asks once the head is parsed, before the body).
+
+        Only for the gevent worker's functions (inference and event: every ``POST`` goes
+        through the limit). A request that passes may still be shed when it asks for its
+        slot; one shed here would have found every slot and queue place taken a moment
+        ago.
+        """
+        return method == "POST" and self._flask is None and self.limiter.full
+
+    def shed_response(self, request_id: str | None = None) -> Response:
+        """The 503 of a request shed before routing: counted, logged once per interval."""
+        started = time.perf_counter()
+        rid = request_id or uuid.uuid4().hex
+        resp = self._shed(self.limiter.overloaded(), rid)
+        resp.headers["X-Request-Id"] = rid
+        self.metrics.observe(resp.status, time.perf_counter() - started)
+        return resp
 
     def _limited(self, method: str, path: str) -> bool:
         """Whether a request goes through the concurrency limit (probes never do)."""

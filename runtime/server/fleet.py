@@ -34,18 +34,22 @@ import struct
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from runtime.server.errors import Overloaded
 from runtime.server.limits import ShedPacer
 
-__all__ = ["WATCH_SECONDS", "Fleet", "SharedLimiter"]
+__all__ = ["POLL_SECONDS", "WATCH_SECONDS", "Fleet", "SharedLimiter"]
 
 WATCH_SECONDS = 0.1
-"""How often a worker checks for slots freed elsewhere and for model swaps."""
+"""How often a worker checks for model swaps announced by another worker."""
 
-_HEAD = struct.Struct("qqqq")  # running, waiting, generation, expected workers
+POLL_SECONDS = 0.005
+"""How often a worker with queued requests looks for slots freed in another worker."""
+
+_HEAD = struct.Struct("qqqqq")  # running, waiting, generation, expected workers, queuing
 _ROW = struct.Struct("qqqq")  # pid (0: free), running, waiting, ready
 
 
@@ -75,7 +79,7 @@ class Fleet:
         os.ftruncate(fd, size)
         self._fd = fd
         self._mem = mmap.mmap(fd, size, mmap.MAP_SHARED)
-        self._mem[: _HEAD.size] = _HEAD.pack(0, 0, 0, workers)
+        self._mem[: _HEAD.size] = _HEAD.pack(0, 0, 0, workers, 0)
         self._row: int | None = None
         # the lock between processes is lockf; this one keeps a worker's threads in turn
         # (record locks are per process, so two threads of one worker would both get it).
@@ -93,12 +97,14 @@ class Fleet:
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
-    def _head(self) -> tuple[int, int, int, int]:
-        running, waiting, generation, expected = _HEAD.unpack_from(self._mem, 0)
-        return running, waiting, generation, expected
+    def _head(self) -> tuple[int, int, int, int, int]:
+        """Running and waiting totals, swap generation, expected workers, and how many
+        workers have requests waiting."""
+        running, waiting, generation, expected, queuing = _HEAD.unpack_from(self._mem, 0)
+        return running, waiting, generation, expected, queuing
 
-    def _set_head(self, running: int, waiting: int, generation: int) -> None:
-        _HEAD.pack_into(self._mem, 0, running, waiting, generation, self.workers)
+    def _set_head(self, running: int, waiting: int, generation: int, queuing: int) -> None:
+        _HEAD.pack_into(self._mem, 0, running, waiting, generation, self.workers, queuing)
 
     def _row_at(self, i: int) -> tuple[int, int, int, int]:
         pid, running, waiting, ready = _ROW.unpack_from(self._mem, _HEAD.size + i * _ROW.size)
@@ -136,8 +142,9 @@ class Fleet:
             for i in range(self.rows):
                 owner, running, waiting, _ = self._row_at(i)
                 if owner == pid:
-                    r, w, g, _ = self._head()
-                    self._set_head(max(0, r - running), max(0, w - waiting), g)
+                    r, w, g, _, q = self._head()
+                    q -= 1 if waiting > 0 else 0
+                    self._set_head(max(0, r - running), max(0, w - waiting), g, max(0, q))
                     self._set_row(i, 0, 0, 0, 0)
 
     def members(self) -> list[int]:
@@ -171,8 +178,8 @@ class Fleet:
 
     def announce_swap(self) -> None:
         with self._locked():
-            r, w, g, _ = self._head()
-            self._set_head(r, w, g + 1)
+            r, w, g, _, q = self._head()
+            self._set_head(r, w, g + 1, q)
 
     # --- slots -----------------------------------------------------------------------
 
@@ -183,19 +190,41 @@ class Fleet:
 
     def totals(self) -> tuple[int, int]:
         """Requests running and waiting, over all workers."""
-        r, w, _, _ = self._head()
+        r, w, _, _, _ = self._head()
         return r, w
+
+    def queuing(self) -> int:
+        """Workers with requests waiting for a slot."""
+        return self._head()[4]
+
+    def own_counts(self) -> tuple[int, int]:
+        """Requests running and waiting in this worker."""
+        _, running, waiting, _ = self._row_at(self._mine())
+        return running, waiting
 
     def _change(self, d_running: int, d_waiting: int) -> None:
         """Under the lock: move this worker's counts and the totals together."""
         i = self._mine()
-        r, w, g, _ = self._head()
-        self._set_head(r + d_running, w + d_waiting, g)
+        r, w, g, _, q = self._head()
         pid, running, waiting, ready = self._row_at(i)
+        if d_waiting and (waiting == 0) != (waiting + d_waiting == 0):
+            q += 1 if waiting == 0 else -1
+        self._set_head(r + d_running, w + d_waiting, g, q)
         self._set_row(i, pid, running + d_running, waiting + d_waiting, ready)
 
     def limiter(self, limit: int, queue_depth: int, timeout_s: float) -> SharedLimiter:
         return SharedLimiter(self, limit, queue_depth, timeout_s)
+
+
+class _Waiter:
+    """A queued request of this worker: its lock is released when it is given a slot."""
+
+    __slots__ = ("granted", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # gevent's under the gevent worker (patched at run time)
+        self.lock.acquire()
+        self.granted = False
 
 
 class SharedLimiter:
@@ -203,9 +232,24 @@ class SharedLimiter:
 
     At most ``limit`` requests run at once in the whole server, and at most
     ``queue_depth`` wait; a request finding the queue full or waiting past ``timeout_s``
-    gets :class:`Overloaded`. A slot freed in this worker wakes a waiter here at once; one
-    freed in another worker is found within :data:`WATCH_SECONDS` (waiters re-check).
-    ``limit=0`` means unlimited.
+    gets :class:`Overloaded`. ``limit=0`` means unlimited.
+
+    How a queued request gets its slot, without waking anyone who will not get one:
+
+    - each worker queues its own waiters (first in, first out), each asleep on a lock of
+      its own until it is handed a slot or its ``timeout_s`` is up;
+    - a request that ends here hands its slot straight to this worker's oldest waiter
+      (one lock of the table; the running total does not move), unless this worker holds
+      more than its share of the slots (see :meth:`_keeps_slot`): then it frees the slot;
+    - one poller per worker with waiters (a thread, a greenlet under gevent) looks at the
+      totals every :data:`POLL_SECONDS` without the lock, and takes the lock only when a
+      slot is free: freed in another worker, or by a worker the master reaped.
+
+    A slot is not kept by the worker whose requests happen to end first: while several
+    workers have waiters, each keeps handing its slots to its own waiters only while it
+    runs no more than an equal share of the limit (plus a margin that stops slots going
+    back and forth), so no worker's queue starves while another's drains, and each
+    worker (one per CPU) gets as much work as the others, however the connections fell.
     """
 
     def __init__(self, fleet: Fleet, limit: int, queue_depth: int, timeout_s: float) -> None:
@@ -213,9 +257,9 @@ class SharedLimiter:
         self.limit = limit
         self.queue_depth = queue_depth
         self.timeout_s = timeout_s
-        self._cond = threading.Condition()
-        self._poll_s = min(WATCH_SECONDS, 0.005)
-        self._polling = False  # one waiter of this worker polls fast (see _acquire)
+        self.margin = max(1, limit // 20)
+        self._waiters: deque[_Waiter] = deque()
+        self._poller: threading.Thread | None = None
         self.pacer = ShedPacer()  # this worker's shed clients, paced by its completions
 
     @property
@@ -225,6 +269,11 @@ class SharedLimiter:
             return False
         running, waiting = self.fleet.totals()
         return (running >= self.limit or waiting > 0) and waiting >= self.queue_depth
+
+    @property
+    def saturated(self) -> bool:
+        """Every slot is taken: a request arriving now waits in the queue or is shed."""
+        return 0 < self.limit <= self.fleet.totals()[0]
 
     def overloaded(self) -> Overloaded:
         """The error of a request that finds the queue full."""
@@ -259,49 +308,103 @@ class SharedLimiter:
         try:
             yield
         finally:
-            with self.fleet._locked():
-                self.fleet._change(-1, 0)
-            with self._cond:
-                self.pacer.completed()
-                self._cond.notify()
+            self._release()
 
     def _acquire(self) -> None:
+        if self.full:  # a look without the lock: shedding takes no lock at all
+            raise self.overloaded()
         fleet = self.fleet
+        waiter: _Waiter | None = None
+        poller = None
         with fleet._locked():
             running, waiting = fleet.totals()
             if running < self.limit and waiting == 0:
                 fleet._change(1, 0)
                 return
-            if waiting >= self.queue_depth:
-                raise self.overloaded()
-            fleet._change(0, 1)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
+            if waiting < self.queue_depth:
+                fleet._change(0, 1)
+                waiter = _Waiter()
+                self._waiters.append(waiter)
+                if self._poller is None:
+                    poller = threading.Thread(
+                        target=self._poll, name="mlfn-slot-poller", daemon=True
+                    )
+                    self._poller = poller
+        if waiter is None:
+            raise self.overloaded()  # its message is written outside the lock
+        if poller is not None:  # started outside the lock: under gevent, start() yields
+            poller.start()
+        try:
+            got = waiter.lock.acquire(timeout=self.timeout_s)
+        except BaseException:  # the waiting greenlet or thread was killed: leave no count
             with fleet._locked():
-                if fleet.totals()[0] < self.limit:
-                    fleet._change(1, -1)
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                with fleet._locked():
+                if not waiter.granted:
+                    self._waiters.remove(waiter)
                     fleet._change(0, -1)
-                raise Overloaded(
-                    f"waited {self.timeout_s:g}s for one of {self.limit} slots "
-                    "(containerConcurrency); retry later or raise "
-                    "MLFN_QUEUE_TIMEOUT_SECONDS",
-                    retry_after=self.pacer.retry_after(),
-                    reason="queue_timeout",
-                )
-            with self._cond:
-                # One waiter of this worker polls fast for slots freed in other workers;
-                # the rest wait for a local free (notify) or re-check at WATCH_SECONDS: at
-                # a full queue, hundreds of fast pollers would spend the CPU the admitted
-                # requests need.
-                poller = not self._polling
-                if poller:
-                    self._polling = True
-                try:
-                    self._cond.wait(min(left, self._poll_s if poller else WATCH_SECONDS))
-                finally:
-                    if poller:
-                        self._polling = False
+            if waiter.granted:
+                self._release()
+            raise
+        if got:
+            return
+        with fleet._locked():
+            if waiter.granted:  # handed a slot as the wait ran out: keep it
+                return
+            self._waiters.remove(waiter)
+            fleet._change(0, -1)
+        raise Overloaded(
+            f"waited {self.timeout_s:g}s for one of {self.limit} slots "
+            "(containerConcurrency); retry later or raise MLFN_QUEUE_TIMEOUT_SECONDS",
+            retry_after=self.pacer.retry_after(),
+            reason="queue_timeout",
+        )
+
+    def _release(self) -> None:
+        fleet = self.fleet
+        with fleet._locked():
+            self.pacer.completed()
+            if self._waiters and self._keeps_slot(-1):
+                waiter = self._waiters.popleft()
+                waiter.granted = True
+                fleet._change(0, -1)  # the slot passes on: the running total stays
+            else:
+                waiter = None
+                fleet._change(-1, 0)
+        if waiter is not None:
+            waiter.lock.release()
+
+    def _keeps_slot(self, ending: int) -> bool:
+        """Under the lock: whether a slot may go to a waiter of this worker (it has some).
+
+        Yes when no other worker has waiters; else when this worker runs fewer than an
+        equal share of the limit (``limit / workers with waiters``). A request that ends
+        (``ending=-1``) hands its slot on while this worker runs fewer than its share
+        plus :attr:`margin`; the poller (``ending=0``) takes a free slot only below the
+        share. When a slot is free, some worker with waiters is below its share (the
+        shares add up to the limit), so a freed slot always finds a taker.
+        """
+        queuing = self.fleet.queuing()
+        if queuing <= 1:  # every waiter is here
+            return True
+        mine_running, _ = self.fleet.own_counts()
+        margin = self.margin if ending else 0
+        return (mine_running + ending - margin) * queuing < self.limit
+
+    def _poll(self) -> None:
+        """While this worker has waiters: give them slots that are free (see the class)."""
+        fleet = self.fleet
+        while True:
+            time.sleep(POLL_SECONDS)  # gevent.sleep under the gevent worker
+            if self._waiters and fleet.totals()[0] >= self.limit:
+                continue  # nothing free: no lock taken
+            granted = []
+            with fleet._locked():
+                if not self._waiters:
+                    self._poller = None
+                    return
+                while self._waiters and fleet.totals()[0] < self.limit and self._keeps_slot(0):
+                    waiter = self._waiters.popleft()
+                    waiter.granted = True
+                    fleet._change(1, -1)
+                    granted.append(waiter)
+            for waiter in granted:
+                waiter.lock.release()

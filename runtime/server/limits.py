@@ -152,6 +152,11 @@ class ConcurrencyLimiter:
             self._waiting >= self.queue_depth
         )
 
+    @property
+    def saturated(self) -> bool:
+        """Every slot is taken: a request arriving now waits in the queue or is shed."""
+        return 0 < self.limit <= self._running
+
     def completion_rate(self) -> float:
         """Requests completed per second (see :class:`ShedPacer`)."""
         return self.pacer.completion_rate()

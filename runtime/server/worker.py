@@ -24,11 +24,12 @@ pooling proxy (Knative's queue-proxy) does not hold the worker for the whole dra
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,10 +38,14 @@ import httptools
 from runtime.server import errors as e
 from runtime.server.app import App, Request, Response
 
-__all__ = ["STOP_LINGER_S", "serve_connection", "worker_class"]
+__all__ = ["SATURATED_ACCEPTS", "STOP_LINGER_S", "serve_connection", "worker_class"]
 
 STOP_LINGER_S = 1.5
 """How long a stopping worker keeps idle kept-alive connections open (checked each second)."""
+
+SATURATED_ACCEPTS = 100
+"""Connections a worker accepts per turn of its event loop while every slot is taken
+(else 1)."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """The most a request line and headers may take (gunicorn's limits are in this range)."""
@@ -76,14 +81,18 @@ class _Message:
         "limit",
         "parser",
         "reject",
+        "shed_check",
+        "shedding",
         "size",
         "url",
     )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, shed_check: Callable[[str], bool] | None = None) -> None:
         self.limit = limit
+        self.shed_check = shed_check
         self.parser: Any = None
-        self.complete: deque[tuple[Request, bool, bool]] = deque()
+        # each request: itself, keep-alive, HTTP/1.0, shed at header time
+        self.complete: deque[tuple[Request, bool, bool, bool]] = deque()
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
@@ -93,12 +102,14 @@ class _Message:
         self.head_bytes = 0
         self.continue_wanted = False
         self.reject: e.HttpError | None = None
+        self.shedding = False
 
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = {}
         self.body = []
         self.size = 0
+        self.shedding = False
         self.head_bytes = 0
         self.in_message = True
         self.in_head = True
@@ -131,9 +142,12 @@ class _Message:
                 return
         if self.headers.get("expect", "").lower() == "100-continue":
             self.continue_wanted = True
+        check = self.shed_check
+        if check is not None and check(self.parser.get_method().decode("latin-1")):
+            self.shedding = True  # decided from the head: the body is skipped, not kept
 
     def on_body(self, chunk: bytes) -> None:
-        if self.reject is not None:
+        if self.reject is not None or self.shedding:
             return
         self.size += len(chunk)
         if self.size > self.limit:
@@ -148,13 +162,17 @@ class _Message:
         if self.reject is not None:
             return
         p = self.parser
+        if self.shedding:
+            keep, http10 = bool(p.should_keep_alive()), p.get_http_version() == "1.0"
+            self.complete.append((Request("POST", "", self.headers, b""), keep, http10, True))
+            return
         method = p.get_method().decode("latin-1")
         raw = self.url.split(b"?", 1)[0].decode("latin-1") or "/"
         path = unquote(raw) if "%" in raw else raw
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         keep = bool(p.should_keep_alive())
         http10 = p.get_http_version() == "1.0"
-        self.complete.append((Request(method, path, self.headers, body), keep, http10))
+        self.complete.append((Request(method, path, self.headers, body), keep, http10, False))
 
 
 def _too_large(what: str, limit: int) -> str:
@@ -195,7 +213,7 @@ def serve_connection(
     app: App, sock: socket.socket, tracker: Any, *, keepalive_s: float = 75.0
 ) -> None:
     """Answer the requests of one connection until it closes (or the worker stops)."""
-    msg = _Message(app.settings.server.max_body_bytes)
+    msg = _Message(app.settings.server.max_body_bytes, app.sheds)
     parser = httptools.HttpRequestParser(msg)
     msg.parser = parser
     sock.settimeout(keepalive_s)
@@ -233,8 +251,8 @@ def serve_connection(
         else:
             unparsed = 0
         while msg.complete:
-            req, keep, http10 = msg.complete.popleft()
-            resp = app.handle(req)
+            req, keep, http10, shed = msg.complete.popleft()
+            resp = app.shed_response(_request_id(req.headers)) if shed else app.handle(req)
             keep = keep and tracker.alive
             try:
                 out = encode(resp, keep_alive=keep, http10=http10, head=req.method == "HEAD")
@@ -257,6 +275,11 @@ def serve_connection(
             return
         if msg.continue_wanted:
             msg.continue_wanted = False
+            if msg.shedding:  # answered before its body is sent; the framing ends here
+                resp = app.shed_response(_request_id(msg.headers))
+                with contextlib.suppress(OSError):
+                    sendall(encode(resp, keep_alive=False))
+                return
             try:
                 sendall(_CONTINUE)
             except OSError:
@@ -300,12 +323,54 @@ def _entry_points_read_once() -> Iterator[None]:
         metadata.entry_points = real
 
 
+def _freeze_when_ready(app: App) -> None:
+    """Once the model is loaded, move every object the worker holds then (modules, the
+    model: some 330,000 for ``predict``) out of the garbage collector's way (``gc.freeze``).
+
+    Otherwise each full collection walks them all: 100 ms and more during which the
+    event loop stands still, every admitted request and every shed answer waiting.
+    """
+    while not app.wait_ready(60):
+        if app.load_error is not None:
+            return
+    gc.freeze()
+
+
 def worker_class() -> type:
     """The gunicorn worker class (gevent is imported only when a server uses it)."""
     import gevent
+    import gunicorn.workers.ggevent as ggevent
+    from gevent.server import StreamServer
     from gunicorn.workers.ggevent import GeventWorker
 
+    class AcceptLoop(StreamServer):  # type: ignore[misc]
+        """gunicorn's accept loop, but not one connection per turn when every slot is taken.
+
+        With several workers gunicorn accepts one connection per turn of a worker's
+        event loop, so that connections spread over the workers. Under load a turn
+        takes milliseconds, and a burst of a thousand connections then waits seconds in
+        the kernel's accept queue, ``/healthz`` and ``/readyz`` behind it (a probe that
+        times out restarts the container). Once every slot is taken a new connection's
+        request waits in the queue or is shed, and the slots are shared out evenly
+        between the workers with waiters (:class:`~runtime.server.fleet.SharedLimiter`),
+        so where it lands no longer decides where work runs: then a turn accepts up to
+        :data:`SATURATED_ACCEPTS`.
+        """
+
+        saturated: Callable[[], bool] = staticmethod(lambda: False)
+        _calm: int = StreamServer.max_accept  # gevent's 100, unless gunicorn sets 1
+
+        @property
+        def max_accept(self) -> int:
+            return SATURATED_ACCEPTS if self.saturated() else self._calm
+
+        @max_accept.setter
+        def max_accept(self, value: int) -> None:
+            self._calm = value
+
     class MlfnWorker(GeventWorker):  # type: ignore[misc]
+        accept_loop = AcceptLoop
+
         def init_process(self) -> None:
             self._tracker = _Tracker()
             self._stopping_since: float | None = None
@@ -316,6 +381,13 @@ def worker_class() -> type:
         def patch(self) -> None:
             with _entry_points_read_once():
                 super().patch()
+
+        def run(self) -> None:
+            limiter = self.wsgi.limiter
+            AcceptLoop.saturated = staticmethod(lambda: limiter.saturated)
+            ggevent.StreamServer = AcceptLoop  # what gunicorn's run() builds, in this process
+            gevent.spawn(_freeze_when_ready, self.wsgi)
+            super().run()
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
             client.setblocking(True)
@@ -352,3 +424,8 @@ def worker_class() -> type:
                         getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
 
     return MlfnWorker
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    """The id a request brings (as :meth:`App.handle` reads it), if any."""
+    return headers.get("x-request-id") or headers.get("ce-id")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -66,7 +69,6 @@ def test_a_waiter_gets_a_slot_freed_in_another_process() -> None:
     fleet.join()
     lim = fleet.limiter(1, 1, 5.0)
     got: list[Any] = []
-    import threading
 
     def wait_for_slot() -> None:
         with lim.slot():
@@ -134,3 +136,171 @@ def test_a_swap_announced_by_another_worker_reaches_this_one() -> None:
         wait_for(lambda: model.refreshed == 1, 5, "the watcher to refresh the model")
     finally:
         app.close()
+
+
+def _hold(lim: Any, n: int) -> list[Any]:
+    slots = [lim.slot() for _ in range(n)]
+    for s in slots:
+        s.__enter__()
+    return slots
+
+
+def _queue(lim: Any, name: str, order: list[str]) -> tuple[threading.Thread, threading.Event]:
+    """A request of this process that waits for a slot, notes its turn, and ends when told."""
+    done = threading.Event()
+
+    def run() -> None:
+        with lim.slot():
+            order.append(name)
+            done.wait(10)
+
+    t = threading.Thread(target=run, name=f"waiter-{name}")
+    t.start()
+    return t, done
+
+
+def test_an_ending_request_hands_its_slot_to_the_oldest_waiter_here() -> None:
+    fleet = Fleet(workers=2)
+    fleet.join()
+    lim = fleet.limiter(1, 2, 10.0)
+    (held,) = _hold(lim, 1)
+    order: list[str] = []
+    first, done_first = _queue(lim, "first", order)
+    wait_for(lambda: fleet.totals() == (1, 1), 5, "the first waiter to queue")
+    second, done_second = _queue(lim, "second", order)
+    wait_for(lambda: fleet.totals() == (1, 2), 5, "the second waiter to queue")
+    assert fleet.queuing() == 1
+    held.__exit__(None, None, None)  # handed on: the running total never drops
+    wait_for(lambda: order == ["first"], 5, "the oldest waiter to get the slot")
+    assert fleet.totals() == (1, 1)
+    done_first.set()
+    wait_for(lambda: order == ["first", "second"], 5, "the next waiter to get the slot")
+    done_second.set()
+    first.join(5)
+    second.join(5)
+    assert fleet.totals() == (0, 0) and fleet.queuing() == 0
+
+
+def test_a_worker_beyond_its_share_frees_slots_for_the_queue_of_another() -> None:
+    """Two workers with waiters: each keeps at most half the slots (plus a margin of 1
+    of 4), so the slots this one frees go to the other's queue, not back to its own."""
+    fleet = Fleet(workers=2)
+    fleet.join()
+    lim = fleet.limiter(4, 8, 10.0)
+    held = _hold(lim, 4)
+    order: list[str] = []
+    mine, done_mine = _queue(lim, "here", order)
+    wait_for(lambda: fleet.totals() == (4, 1), 5, "the waiter here to queue")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: another worker with one waiter
+        try:
+            os.close(r)
+            fleet.join()
+            with fleet.limiter(4, 8, 10.0).slot():
+                os.write(w, b"x")
+                signal.pause()
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        wait_for(lambda: fleet.queuing() == 2, 5, "the other worker's waiter to queue")
+        held.pop().__exit__(None, None, None)  # 3 left here: beyond 4 / 2 + 1, freed
+        wait_for(lambda: select.select([r], [], [], 0)[0], 5, "the other worker's poller")
+        assert os.read(r, 1) == b"x"  # it took the freed slot
+        assert order == [] and fleet.totals() == (4, 1)
+        held.pop().__exit__(None, None, None)  # 2 left here: within the share, handed on
+        wait_for(lambda: order == ["here"], 5, "the waiter here to get the next slot")
+    finally:
+        os.close(r)
+        _reap(pid)
+        fleet.leave(pid)
+    done_mine.set()
+    mine.join(5)
+    for s in held:
+        s.__exit__(None, None, None)
+    assert fleet.totals() == (0, 0) and fleet.queuing() == 0
+
+
+def test_many_requests_in_two_workers_never_run_beyond_the_limit() -> None:
+    fleet = Fleet(workers=2)
+    fleet.join()
+    limit, per_thread, threads = 3, 30, 8
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: the same load in another worker
+        code = 1
+        try:
+            os.close(r)
+            fleet.join()
+            code = 0 if _hammer(fleet, limit, per_thread, threads) else 1
+            os.write(w, b"x")
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        assert _hammer(fleet, limit, per_thread, threads)
+        assert os.read(r, 1) == b"x"
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0, "the other worker saw more than the limit run"
+    finally:
+        os.close(r)
+    fleet.leave(pid)
+    assert fleet.totals() == (0, 0) and fleet.queuing() == 0
+
+
+def _hammer(fleet: Fleet, limit: int, per_thread: int, threads: int) -> bool:
+    """``threads`` threads each run ``per_thread`` requests; True if every one ran within
+    the limit (as the table counts) and none was refused (the queue holds them all)."""
+    lim = fleet.limiter(limit, 2 * threads, 10.0)
+    bad: list[Any] = []
+
+    def run() -> None:
+        for _ in range(per_thread):
+            try:
+                with lim.slot():
+                    if fleet.totals()[0] > limit:
+                        bad.append(fleet.totals())
+                    time.sleep(0.0005)  # a request that takes a little while
+            except Overloaded as err:
+                bad.append(err)
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(30)
+    return not bad and not any(t.is_alive() for t in pool)
+
+
+class _Killed(BaseException):
+    """What killing a greenlet raises in it (GreenletExit is a BaseException too)."""
+
+
+def test_a_waiter_killed_while_it_waits_leaves_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.server import fleet as fleet_module
+
+    class Doomed(fleet_module._Waiter):
+        def __init__(self) -> None:
+            super().__init__()
+            real = self.lock
+
+            class Lock:
+                def acquire(self, timeout: float = -1) -> bool:
+                    raise _Killed
+
+                def release(self) -> None:
+                    real.release()
+
+            self.lock = Lock()  # type: ignore[assignment]
+
+    monkeypatch.setattr(fleet_module, "_Waiter", Doomed)
+    fleet = Fleet(workers=2)
+    fleet.join()
+    lim = fleet.limiter(1, 2, 10.0)
+    (held,) = _hold(lim, 1)
+    with pytest.raises(_Killed), lim.slot():
+        pass
+    assert fleet.totals() == (1, 0) and fleet.queuing() == 0 and not lim._waiters
+    held.__exit__(None, None, None)
+    assert fleet.totals() == (0, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -192,7 +193,8 @@ def test_retry_after_spreads_resting_connections_over_the_completion_rate() -> N
 
 def test_a_shed_answer_keeps_its_connection_usable(serve: Callable[..., Any]) -> None:
     """Under gunicorn's gevent worker: the unread body of a shed request is skipped, the
-    connection rests, and the next request on it is answered (framing intact)."""
+    connection rests, and the next request on it is answered (framing intact); a request
+    that waits for ``100 Continue`` is answered 503 before its body is sent."""
     server = serve("tests.runtime.userfns.slow", "slow", MLFN_QUEUE_DEPTH="0")
     server.wait_ready()
     host, port = server.url.removeprefix("http://").split(":")
@@ -211,6 +213,20 @@ def test_a_shed_answer_keeps_its_connection_usable(serve: Callable[..., Any]) ->
         assert second.status in (200, 503)
         assert json.loads(second.read())  # a whole JSON answer: the framing held
         conn.close()
+        # a client waiting for 100 Continue is shed at once, and never sends the body
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "X-Request-Id: shed-early\r\nExpect: 100-continue\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode())
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk  # until the server closes: nothing more is read there
+        assert got.startswith(b"HTTP/1.1 503") and b"100 Continue" not in got
+        assert b"Retry-After: " in got and b"Connection: close" in got
+        assert b"X-Request-Id: shed-early" in got
         assert busy.result(30).status == 200
     metrics = server.call(path="/metrics").body.decode()
     assert 'mlfn_requests_shed_total{function="slow",reason="queue_full"}' in metrics
@@ -220,3 +236,45 @@ def _in_flight(server: Any) -> float:
     text = server.call(path="/metrics").body.decode()
     line = next(x for x in text.splitlines() if x.startswith("mlfn_requests_in_flight{"))
     return float(line.rsplit(" ", 1)[1])
+
+
+@pytest.mark.unit
+def test_the_lean_worker_decides_to_shed_from_the_head_and_keeps_no_body() -> None:
+    import httptools
+
+    from runtime.server.worker import _Message
+
+    full = [False]
+    msg = _Message(10_000, lambda method: method == "POST" and full[0])
+    msg.parser = parser = httptools.HttpRequestParser(msg)
+
+    def post(n: int) -> bytes:
+        return f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n".encode() + b"7" * n
+
+    full[0] = True
+    parser.feed_data(post(5000) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    full[0] = False
+    parser.feed_data(post(3))
+    shed, probe, served = list(msg.complete)
+    assert shed[0].body == b"" and shed[3] is True  # the body was skipped, not kept
+    assert probe[0].path == "/healthz" and probe[3] is False  # probes are never shed
+    assert served[0].body == b"777" and served[3] is False
+
+
+@pytest.mark.unit
+def test_a_saturated_worker_accepts_many_connections_per_turn_a_calm_one_one() -> None:
+    from runtime.server.worker import SATURATED_ACCEPTS, worker_class
+
+    lim = ConcurrencyLimiter(2, queue_depth=4, timeout_s=1.0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = worker_class().accept_loop(listener, handle=lambda *a: None)
+        server.saturated = lambda: lim.saturated
+        assert server.max_accept == 100  # gevent's default: one worker takes them all
+        server.max_accept = 1  # what gunicorn sets with several workers: they share them out
+        with lim.slot():
+            assert server.max_accept == 1
+            with lim.slot():  # every slot taken: a burst waits no longer than a turn
+                assert server.max_accept == SATURATED_ACCEPTS > 1
+        assert server.max_accept == 1
