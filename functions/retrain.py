@@ -77,7 +77,14 @@ def store_features(ev: CloudEvent, ctx: Context, *, fit: FitFn = fit_digits) -> 
 
 @event(
     subscriptions=[
-        {"name": "retrain-features", "broker": "default", "attributes": {"type": FEATURES_TYPE}},
+        {
+            "name": "retrain-features",
+            "broker": "default",
+            "attributes": {"type": FEATURES_TYPE},
+            # mlfn dev delivers up to 100 rows per request (a request per row costs the
+            # platform more than storing the row); Knative's triggers send one at a time
+            "batch": {"max_events": 100, "max_wait_ms": 20},
+        },
         {
             "name": "retrain-requests",
             "broker": "default",

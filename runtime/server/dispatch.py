@@ -361,11 +361,24 @@ class Dispatcher:
         """``POST /`` of an event function: replies in binary mode (a batch for a batch).
 
         ``each(event)`` wraps every call (the HTTP layer sets the request id there).
+
+        In a batch, an event the function refuses (a 400: its data is invalid) does not
+        stop the events after it: each is called, then the batch answers that 400, so a
+        sink that stores rows (``retrain``) keeps every valid one and the delivery's
+        retries and dead letter see the refusal. Any other failure stops the batch at once.
         """
         received, batch = self.decode_events(headers, body)
         replies: list[Any] = []
+        refused: BadRequest | None = None
         for ev in received:
-            replies.extend(each(ev))
+            try:
+                replies.extend(each(ev))
+            except BadRequest as err:
+                if not batch:
+                    raise
+                refused = refused or err
+        if refused is not None:
+            raise refused
         if not replies:
             return EventReply(204, {}, b"")
         if batch or len(replies) > 1:
