@@ -48,6 +48,7 @@ from runtime.retraining.gate import (
 )
 from runtime.retraining.policy import Ticket
 from runtime.retraining.progress import METRICS, Progress, TrainingMetrics
+from runtime.retraining.together import current as current_batch
 from runtime.spec import RetrainPolicy
 from runtime.stores.retrain_state import RetrainState
 
@@ -230,14 +231,22 @@ class RetrainLoop:
 
     # --- inputs -----------------------------------------------------------------
 
-    def add(self, rows: Sequence[Row]) -> int:
+    def add(self, rows: Sequence[Row], *, now: bool = False) -> int:
         """Store rows (a row whose id is stored already is skipped); returns how many were new.
 
         With a retraining state (``loop_for``) the row trigger counts every replica's rows:
         the pending count becomes the store's rows after the last trained-on row, so that
         replicas which each received part of the rows still train once ``every_rows``
         arrived between them.
+
+        While the server handles a batch of events (:func:`~runtime.retraining.together.rows_together`),
+        rows are only collected, and stored together when the batch ends (returns 0);
+        ``now=True`` stores them at once regardless.
         """
+        together = None if now else current_batch()
+        if together is not None:
+            together.defer(self, rows)
+            return 0
         added = self.dataset.append(rows)
         if added < len(rows):
             self.metrics.duplicates.labels(self.dataset.name).inc(len(rows) - added)
