@@ -350,7 +350,7 @@ class Dataset:
             found = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         if not found:
             return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)
-        X = np.array([json.loads(r[3]) for r in found], dtype=np.float64)
+        X = self._features([r[3] for r in found])
         y = np.array([None if r[4] is None else json.loads(r[4]) for r in found])
         first, last = found[0], found[-1]
         span = DataRange(
@@ -364,6 +364,22 @@ class Dataset:
             last_time=datetime.fromisoformat(last[2]),
         )
         return TrainingData(X, y, [r[1] for r in found], span)
+
+    def _features(self, texts: list[str]) -> NDArray[np.float64]:
+        """The rows' features as one array, parsed row by row into it: a training never
+        holds every row as a list of Python floats too (about 4x the array's memory)."""
+        first = json.loads(texts[0])
+        X = np.empty((len(texts), len(first)), dtype=np.float64)
+        X[0] = first
+        for i in range(1, len(texts)):
+            values = json.loads(texts[i])
+            if len(values) != X.shape[1]:
+                raise DatasetError(
+                    f"dataset {self.name!r}: row {i + 1} of this read has {len(values)} "
+                    f"features, the first has {X.shape[1]}; rows of a dataset must agree"
+                )
+            X[i] = values
+        return X
 
 
 class DatasetStore:

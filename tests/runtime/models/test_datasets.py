@@ -161,3 +161,11 @@ def test_committed_rows_survive_a_killed_writer(tmp_path: Path) -> None:
         assert ds.read().ids == [f"ev-{i}" for i in range(200)]
     finally:
         store.close()
+
+
+def test_reading_rows_of_different_widths_says_which(datasets: DatasetStore) -> None:
+    ds = datasets.open("ragged")
+    ds.append([Row("a", [0.0, 1.0], 1), Row("b", [1.0, 0.0], 0), Row("c", [1.0], 1)])
+    assert ds.read(upto=2).X.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    with pytest.raises(DatasetError, match="row 3 of this read has 1 features, the first has 2"):
+        ds.read()  # never broadcast silently into the array
