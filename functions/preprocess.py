@@ -18,9 +18,18 @@ def features_id(source: str, event_id: str) -> str:
 
 @event(
     sources=[
-        {"topics": ["digits.raw"], "delivery": {"retry": 2, "dead_letter_sink": "digits.dlq"}}
+        {
+            "topics": ["digits.raw"],
+            # records are independent (each one row, its id derived from the record's):
+            # in parallel, up to MLFN_MAX_IN_FLIGHT per partition, not one at a time
+            "ordering": "unordered",
+            "delivery": {"retry": 2, "dead_letter_sink": "digits.dlq"},
+        }
     ],
     emits=[FEATURES_TYPE],
+    # a few microseconds of work per record: one instance carries what the dispatcher
+    # has in flight (4 partitions x 32) instead of starting one per 7 of them
+    scaling={"target": 100},
 )
 def preprocess(ev: CloudEvent) -> CloudEvent:
     """Validate a raw record (64 pixels 0..16, optional label) and scale it to 0..1.

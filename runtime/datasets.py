@@ -1,6 +1,10 @@
 """The dataset store: durable, append-only, idempotent rows for training.
 
-One SQLite file per dataset (``<root>/<name>.sqlite3``, WAL mode, ``synchronous=FULL``).
+One SQLite file per dataset (``<root>/<name>.sqlite3``, WAL mode). A committed row
+survives the death of any process (SIGKILL, out of memory) with the default
+``synchronous=NORMAL``: the commit is in the write-ahead log, which the next open
+replays. ``sync="full"`` (``MLFN_DATASET_SYNC=full``) also fsyncs every commit, so that the
+last commits survive a power loss or a kernel crash too, at the disk's fsync rate.
 Each row is keyed on the id of the CloudEvent that carried it: ``INSERT OR IGNORE``
 makes a redelivered event a no-op, so at-least-once delivery never duplicates rows.
 Rows get an increasing sequence number, the watermark that retrain policies count from.
@@ -24,13 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from runtime.errors import MlfnError
+from runtime.settings import ModelSettings, default_of
 
 __all__ = [
     "DataRange",
@@ -40,9 +45,14 @@ __all__ = [
     "DatasetStore",
     "DatasetsLike",
     "Row",
+    "Sync",
     "TrainingData",
     "check_dataset_name",
 ]
+
+Sync = Literal["normal", "full"]
+"""SQLite's ``synchronous`` for datasets: ``normal`` (crash-safe) or ``full`` (power-loss-safe)."""
+_SYNC: Sync = default_of(ModelSettings, "dataset_sync")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SCHEMA = """
@@ -155,13 +165,14 @@ class Dataset:
     """One dataset; thread-safe (one connection, guarded by a lock; concurrent appends
     are committed together)."""
 
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, *, sync: Sync = _SYNC) -> None:
         self.name = name
         self.path = path
         self._lock = threading.Lock()
         self._turn = threading.Condition()  # group commit: who commits, who waits
         self._queue: list[_Pending] = []
         self._committing = False
+        self._counted: tuple[int, int, int] | None = None  # watermark, last seq counted, rows
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=10.0
         )
@@ -170,7 +181,9 @@ class Dataset:
         mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        if sync not in ("normal", "full"):
+            raise DatasetError(f"dataset sync must be 'normal' or 'full', got {sync!r}")
+        self._db.execute(f"PRAGMA synchronous={sync.upper()}")
         self._db.execute(_SCHEMA)
         self._db.execute(_COUNTERS)
 
@@ -296,12 +309,25 @@ class Dataset:
         return self.count_since(0)
 
     def count_since(self, watermark: int) -> int:
-        """Rows appended after ``watermark`` (a sequence number, e.g. ``DataRange.last_seq``)."""
+        """Rows appended after ``watermark`` (a sequence number, e.g. ``DataRange.last_seq``).
+
+        Asked again with the same watermark (the retrain loop does, once per stored row),
+        only the rows after the last one counted are counted: SQLite gives sequence
+        numbers in commit order and rows are never removed, so the count stays exact,
+        rows other processes appended included.
+        """
         with self._lock:
-            (n,) = self._db.execute(
-                "SELECT COUNT(*) FROM rows WHERE seq > ?", (watermark,)
+            known = self._counted
+            if known is not None and known[0] == watermark:
+                _, upto, before = known
+            else:
+                upto, before = watermark, 0
+            n, top = self._db.execute(
+                "SELECT COUNT(*), MAX(seq) FROM rows WHERE seq > ?", (upto,)
             ).fetchone()
-        return int(n)
+            total = before + int(n)
+            self._counted = (watermark, upto if top is None else int(top), total)
+        return total
 
     def watermark(self) -> int:
         """The sequence number of the last row (0 when empty)."""
@@ -324,7 +350,7 @@ class Dataset:
             found = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         if not found:
             return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)
-        X = np.array([json.loads(r[3]) for r in found], dtype=np.float64)
+        X = self._features([r[3] for r in found])
         y = np.array([None if r[4] is None else json.loads(r[4]) for r in found])
         first, last = found[0], found[-1]
         span = DataRange(
@@ -339,12 +365,35 @@ class Dataset:
         )
         return TrainingData(X, y, [r[1] for r in found], span)
 
+    def _features(self, texts: list[str]) -> NDArray[np.float64]:
+        """The rows' features as one array, parsed row by row into it: a training never
+        holds every row as a list of Python floats too (about 4x the array's memory)."""
+        first = json.loads(texts[0])
+        X = np.empty((len(texts), len(first)), dtype=np.float64)
+        X[0] = first
+        for i in range(1, len(texts)):
+            values = json.loads(texts[i])
+            if len(values) != X.shape[1]:
+                raise DatasetError(
+                    f"dataset {self.name!r}: row {i + 1} of this read has {len(values)} "
+                    f"features, the first has {X.shape[1]}; rows of a dataset must agree"
+                )
+            X[i] = values
+        return X
+
 
 class DatasetStore:
-    """Datasets under one directory (default ``settings.dataset_store_path``)."""
+    """Datasets under one directory (default ``settings.dataset_store_path``).
 
-    def __init__(self, root: Path | str) -> None:
+    Args:
+        root: the directory.
+        sync: ``normal`` (committed rows survive a killed process) or ``full`` (a power
+            loss too); ``MLFN_DATASET_SYNC``.
+    """
+
+    def __init__(self, root: Path | str, *, sync: Sync = _SYNC) -> None:
         self.root = Path(root)
+        self.sync: Sync = sync
         self._open: dict[str, Dataset] = {}
         self._lock = threading.Lock()
 
@@ -358,7 +407,8 @@ class DatasetStore:
             ds = self._open.get(name)
             if ds is None:
                 self.root.mkdir(parents=True, exist_ok=True)
-                ds = self._open[name] = Dataset(name, self.root / f"{name}.sqlite3")
+                path = self.root / f"{name}.sqlite3"
+                ds = self._open[name] = Dataset(name, path, sync=self.sync)
             return ds
 
     def close(self) -> None:

@@ -116,6 +116,13 @@ def event_from_dict(obj: Mapping[str, Any]) -> CloudEvent:
     missing = [a for a in REQUIRED_ATTRIBUTES if not obj.get(a)]
     if missing:
         raise CodecError(f"CloudEvent is missing required attribute(s): {', '.join(missing)}")
+    if obj.get("specversion") == "1.0" and "data_base64" not in obj:
+        attrs = {k: v for k, v in obj.items() if k != "data"}
+        if all(isinstance(v, str) for v in attrs.values()):
+            # what the SDK's structured-mode from_http returns (pinned by a parity test),
+            # without encoding the object to JSON and decoding it twice: a batch's hot path
+            data = obj.get("data")
+            return CloudEvent(attrs, None if data == "" else data)  # "" is no data (the SDK)
     try:
         # from_http in structured mode decodes data_base64; from_dict does not.
         return from_http({"content-type": STRUCTURED_CONTENT_TYPE}, json.dumps(dict(obj)))

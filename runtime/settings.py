@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -144,6 +144,14 @@ class ModelSettings(Section):
     model_bootstrap: bool = Field(
         default=True,
         description="train a model's bootstrap version when the store has none (off in production)",
+    )
+    dataset_sync: Literal["normal", "full"] = Field(
+        default="normal",
+        description=(
+            "SQLite datasets: normal keeps every committed row when a process is killed "
+            "(SIGKILL, OOM); full also fsyncs each commit, so it survives a power loss "
+            "(slower ingest)"
+        ),
     )
     database_url: str | None = Field(
         default=None,

@@ -48,6 +48,7 @@ from runtime.retraining.gate import (
 )
 from runtime.retraining.policy import Ticket
 from runtime.retraining.progress import METRICS, Progress, TrainingMetrics
+from runtime.retraining.together import current as current_batch
 from runtime.spec import RetrainPolicy
 from runtime.stores.retrain_state import RetrainState
 
@@ -230,14 +231,22 @@ class RetrainLoop:
 
     # --- inputs -----------------------------------------------------------------
 
-    def add(self, rows: Sequence[Row]) -> int:
+    def add(self, rows: Sequence[Row], *, now: bool = False) -> int:
         """Store rows (a row whose id is stored already is skipped); returns how many were new.
 
         With a retraining state (``loop_for``) the row trigger counts every replica's rows:
         the pending count becomes the store's rows after the last trained-on row, so that
         replicas which each received part of the rows still train once ``every_rows``
         arrived between them.
+
+        While the server handles a batch of events (:func:`~runtime.retraining.together.rows_together`),
+        rows are only collected, and stored together when the batch ends (returns 0);
+        ``now=True`` stores them at once regardless.
         """
+        together = None if now else current_batch()
+        if together is not None:
+            together.defer(self, rows)
+            return 0
         added = self.dataset.append(rows)
         if added < len(rows):
             self.metrics.duplicates.labels(self.dataset.name).inc(len(rows) - added)
@@ -426,6 +435,9 @@ class RetrainLoop:
 _LOOPS: dict[tuple[str, ...], RetrainLoop] = {}
 _OWNED: dict[tuple[str, ...], Emitter] = {}
 _LOOPS_LOCK = threading.Lock()
+_BY_CONTEXT: dict[tuple[Any, ...], tuple[tuple[Any, ...], RetrainLoop]] = {}
+"""The loop :func:`loop_for` gave, by the identities of what chose it (the context, its
+settings and stores, ``fit``); the entry holds those objects, so no id is reused meanwhile."""
 
 
 def loop_for(
@@ -444,6 +456,11 @@ def loop_for(
     Raises:
         SpecError: the function declares no ``retrain=`` policy.
     """
+    chosen_by = (ctx, ctx.settings, ctx.models, ctx.datasets, fit)
+    fast = (*map(id, chosen_by), dataset, backend)
+    known = _BY_CONTEXT.get(fast) if emit is None else None
+    if known is not None and all(a is b for a, b in zip(known[0], chosen_by, strict=True)):
+        return known[1]  # called once per stored row: skip the lookups
     spec = ctx.spec
     if spec.retrain is None:
         raise SpecError(
@@ -475,6 +492,8 @@ def loop_for(
                 state=stores.retrain,
             ).start()
             _LOOPS[key] = loop
+        if emit is None or _OWNED.get(key) is emit:
+            _BY_CONTEXT[fast] = (chosen_by, loop)
         return loop
 
 
@@ -485,6 +504,7 @@ def close_loops(timeout: float = 10.0) -> None:
         owned = list(_OWNED.values())
         _LOOPS.clear()
         _OWNED.clear()
+        _BY_CONTEXT.clear()
     for loop in loops:
         loop.stop(timeout)
     for emitter in owned:

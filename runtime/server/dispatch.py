@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -362,11 +363,31 @@ class Dispatcher:
         """``POST /`` of an event function: replies in binary mode (a batch for a batch).
 
         ``each(event)`` wraps every call (the HTTP layer sets the request id there).
+
+        In a batch, an event the function refuses (a 400: its data is invalid) does not
+        stop the events after it: each is called, then the batch answers that 400, so a
+        sink that stores rows (``retrain``) keeps every valid one and the delivery's
+        retries and dead letter see the refusal. Any other failure stops the batch at once.
+        The rows a retrain loop gets during a batch are stored together, in one
+        transaction, before the answer (:mod:`runtime.retraining.together`).
         """
         received, batch = self.decode_events(headers, body)
         replies: list[Any] = []
-        for ev in received:
-            replies.extend(each(ev))
+        refused: BadRequest | None = None
+        if batch:  # imported here: the package pulls in the whole loop (numpy, the stores)
+            from runtime.retraining.together import rows_together
+        with rows_together() if batch else nullcontext() as together:
+            for ev in received:
+                try:
+                    replies.extend(each(ev))
+                except BadRequest as err:
+                    if not batch:
+                        raise
+                    refused = refused or err
+            if together is not None:  # a retrain function's rows: one transaction
+                together.flush()
+        if refused is not None:
+            raise refused
         if not replies:
             return EventReply(204, {}, b"")
         if batch or len(replies) > 1:

@@ -113,7 +113,7 @@ def _open(settings: RuntimeSettings) -> Stores:
         return Stores(PgModelStore(db, artifacts), PgDatasetStore(db), PgRetrainState(db), db)
     return Stores(
         LocalModelStore(settings.model_store_path),
-        DatasetStore(settings.dataset_store_path),
+        DatasetStore(settings.dataset_store_path, sync=settings.models.dataset_sync),
         LocalRetrainState(settings.common.home / "retrain"),
     )
 

@@ -148,3 +148,31 @@ def test_first_version_with_an_empty_store_is_published(env: Env) -> None:
     assert out.decision == "published" and out.verdict is not None
     assert out.verdict.baseline == "none"
     assert env.models.latest("digits") == 1
+
+
+def test_rows_of_a_batch_are_collected_and_stored_in_one_append(env: Env) -> None:
+    from runtime.retraining.together import rows_together
+
+    loop = env.loop(every_rows=1000)
+    ds = loop.dataset
+    appends: list[int] = []
+    real = ds.append
+
+    def counting(batch: Any) -> int:
+        batch = list(batch)
+        appends.append(len(batch))
+        return real(batch)
+
+    ds.append = counting  # type: ignore[method-assign]
+    with rows_together() as together:
+        for i in range(5):
+            assert loop.add(rows(i, i + 1)) == 0  # collected, not yet stored
+        assert ds.count() == 0 and appends == []
+        assert together.flush() == 5
+    assert appends == [5] and ds.count() == 5
+    assert loop.driver.pending_rows == 5
+    with rows_together():
+        loop.add(rows(5, 8))  # never flushed: the request failed, its delivery is retried
+    assert ds.count() == 5
+    assert loop.add(rows(4, 6)) == 1  # outside a batch: stored at once (ev-4 again: skipped)
+    assert appends == [5, 2]

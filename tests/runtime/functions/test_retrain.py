@@ -135,3 +135,31 @@ def test_retrain_subscribes_to_features_and_to_requests_for_its_model() -> None:
     subs = function_of(retrain).spec.subscriptions  # type: ignore[union-attr]
     assert [s.name for s in subs] == ["retrain-features", "retrain-requests"]
     assert subs[1].filters == ({"exact": {"type": "mlfn.retrain.requested", "subject": "digits"}},)
+
+
+def test_a_batch_with_an_invalid_event_stores_every_valid_row_and_answers_400(
+    tmp_path: Path,
+) -> None:
+    """A batch trigger delivers many features events in one request: one the function
+    refuses must not cost the rows of the others (the retries and the dead letter see the
+    400; the rows after it are stored all the same)."""
+    from runtime import events
+    from runtime.server import Request, create_app
+
+    settings = Settings().updated(common={"home": tmp_path})
+    app = create_app(function_of(retrain), settings)  # type: ignore[arg-type]
+    try:
+        assert app.wait_ready(DEADLINE), app.load_error
+        good = _features(4)
+        bad = new_event("mlfn.digits.features", "/t", {"features": [2.0] * 64}, id="bad")
+        msg = events.to_http_batch([good[0], good[1], bad, good[2], good[3]])
+        headers = {k.lower(): v for k, v in msg.headers.items()}
+        r = app.handle(Request("POST", "/", headers, msg.body))
+        assert r.status == 400, r.body
+        assert b"data.features" in r.body  # the refused event's field
+        rows = DatasetStore(settings.dataset_store_path).open("digits")
+        assert rows.read().ids == [ev["id"] for ev in good]
+        r = app.handle(Request("POST", "/", headers, msg.body))  # the dispatcher's retry
+        assert r.status == 400 and rows.count() == 4 and rows.duplicates() == 4
+    finally:
+        app.close()

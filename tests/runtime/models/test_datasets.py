@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from pathlib import Path
 
 import pytest
 
-from runtime.datasets import DatasetError, DatasetStore, Row
+from runtime.datasets import Dataset, DatasetError, DatasetStore, Row
 
 pytestmark = pytest.mark.unit
 
@@ -93,3 +96,76 @@ def test_concurrent_appends_commit_together_and_each_counts_its_own(
     with pytest.raises(DatasetError, match="empty id"):
         ds.append([Row("", [0.0] * 64, 1)])
     assert ds.append([Row("after", [0.0] * 64, 1)]) == 1
+
+
+def test_pending_counts_stay_exact_with_another_writer(tmp_path: Path) -> None:
+    """count_since counts only new rows when asked again (once per row, in the retrain
+    loop); rows another process's connection appends in between are counted too."""
+    mine = Dataset("toy", tmp_path / "toy.sqlite3")
+    other = Dataset("toy", tmp_path / "toy.sqlite3")  # a second connection: another replica
+    try:
+        mine.append([Row(f"a{i}", [0.0], 1) for i in range(5)])
+        mark = mine.watermark()
+        assert mine.count_since(mark) == 0
+        for i in range(3):
+            mine.append([Row(f"m{i}", [0.0], 1)])
+            other.append([Row(f"o{i}", [0.0], 1), Row(f"a{i}", [0.0], 1)])  # a0..a2 redelivered
+            assert mine.count_since(mark) == 2 * (i + 1)
+        assert mine.count_since(0) == 11  # another watermark: counted afresh
+        assert mine.count_since(mark) == 6
+        assert other.count_since(mark) == 6
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_sync_modes(tmp_path: Path) -> None:
+    assert DatasetStore(tmp_path).sync == "normal"  # MLFN_DATASET_SYNC's default
+    for sync, level in (("normal", 1), ("full", 2)):
+        with Dataset(sync, tmp_path / f"{sync}.sqlite3", sync=sync) as ds:  # type: ignore[arg-type]
+            assert ds._db.execute("PRAGMA synchronous").fetchone()[0] == level
+            assert ds._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(DatasetError, match="'normal' or 'full'"):
+        Dataset("bad", tmp_path / "bad.sqlite3", sync="off")  # type: ignore[arg-type]
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from runtime.datasets import DatasetStore, Row
+ds = DatasetStore(sys.argv[1]).open("digits")
+for i in range(200):
+    ds.append([Row(f"ev-{i}", [0.5] * 64, i % 10)])
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: the rows are in the WAL
+"""
+
+
+def test_committed_rows_survive_a_killed_writer(tmp_path: Path) -> None:
+    """The guarantee of docs/guarantees.md: a row whose append returned (the delivery got
+    its 2xx) is kept when the process dies at once (SIGKILL, OOM), with sync=normal."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert (tmp_path / "digits.sqlite3-wal").stat().st_size > 0  # not checkpointed
+    store = DatasetStore(tmp_path)
+    try:
+        ds = store.open("digits")
+        assert ds.count() == 200
+        assert ds.read().ids == [f"ev-{i}" for i in range(200)]
+    finally:
+        store.close()
+
+
+def test_reading_rows_of_different_widths_says_which(datasets: DatasetStore) -> None:
+    ds = datasets.open("ragged")
+    ds.append([Row("a", [0.0, 1.0], 1), Row("b", [1.0, 0.0], 0), Row("c", [1.0], 1)])
+    assert ds.read(upto=2).X.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    with pytest.raises(DatasetError, match="row 3 of this read has 1 features, the first has 2"):
+        ds.read()  # never broadcast silently into the array

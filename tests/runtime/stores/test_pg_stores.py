@@ -110,6 +110,17 @@ def test_datasets_are_idempotent_and_ordered(stores: Stores) -> None:
     assert other.datasets.open("digits").count() == 11  # one truth for every replica
 
 
+def test_features_keep_every_bit_and_non_finite_values(stores: Stores) -> None:
+    ds = stores.datasets.open("floats")
+    values = [0.1, 1 / 3, -2.5e-300, 1e308, 7.0, float("nan"), float("inf"), float("-inf")]
+    other = [np.float32(0.1), 2, 0, 0, 0, 0, 0, 0]
+    ds.append([Row("a", values, 1), Row("b", other, 0)])  # type: ignore[arg-type]
+    X = ds.read().X
+    assert X[0, :5].tolist() == values[:5]  # the shortest repr round-trips exactly
+    assert np.isnan(X[0, 5]) and X[0, 6] == np.inf and X[0, 7] == -np.inf
+    assert X[1, :2].tolist() == [float(np.float32(0.1)), 2.0]
+
+
 def test_concurrent_appends_lose_nothing_and_duplicate_nothing(stores: Stores) -> None:
     ds = stores.datasets.open("digits")
 
