@@ -61,6 +61,7 @@ from eventing.records import (
 from eventing.retrystate import KafkaRetryState, MemoryRetryState, RetryState
 from eventing.settings import EventingSettings
 from eventing.stats import DispatchStats
+from eventing.wire import WireEncoder
 from runtime import events
 from runtime.events import CloudEvent, HttpMessage
 from runtime.settings import CommonSettings, default_of
@@ -135,6 +136,7 @@ class Dispatcher:
         self._sender = HttpSender(pool_size=max(8, config.workers))
         self._target = http_target(config.sink)
         self._fast: AsyncPoster | None = None
+        self._wire = self._wire_encoder()
         self.error: BaseException | None = None
         self.stop_requested = False
         self.unfinished = 0
@@ -432,11 +434,42 @@ class Dispatcher:
             **dict(cfg.extensions),
         )
 
+    def _wire_encoder(self) -> WireEncoder | None:
+        cfg = self.config
+        if self._target is None or cfg.kind != "source":
+            return None
+        wire = WireEncoder(
+            self._target,
+            namespace=cfg.namespace,
+            name=cfg.name,
+            epoch=cfg.epoch,
+            key_type=cfg.key_type,
+            max_bytes=cfg.max_record_bytes,
+            extensions=cfg.extensions,
+            filter=cfg.filter,
+        )
+        return wire if wire.supported else None
+
     def _first_attempt(self, lane: Lane, records: list[Consumed]) -> Any:
         """The first attempt for the loop thread, or None when the threads take the job:
         a record that is malformed, filtered or cannot be encoded, or failures counted
-        before a restart (the threads' path handles each of those)."""
+        before a restart (the threads' path handles each of those).
+
+        The common record goes straight to its request bytes (:mod:`eventing.wire`);
+        any other takes the general path, through a CloudEvent."""
         cfg = self.config
+        first = records[0]
+        if self._state.failures(f"{first.topic}/{first.partition}/{first.offset}"):
+            return None
+        timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
+        done = partial(self._first_done, lane, records, len(records), first.timestamp_ms)
+        if self._wire is not None:
+            try:
+                raw = self._wire.batch(records) if cfg.batch else self._wire.request(first)
+            except UnicodeError:  # a Host no request line can carry: the threads say why
+                return None
+            if raw is not None:
+                return (self._target, raw, timeout, done)
         ready: list[tuple[Consumed, CloudEvent]] = []
         for c in records:
             try:
@@ -446,9 +479,6 @@ class Dispatcher:
             if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                 return None
             ready.append((c, ev))
-        first = ready[0][0]
-        if self._state.failures(f"{first.topic}/{first.partition}/{first.offset}"):
-            return None
         try:
             msg = (
                 events.to_http_batch([ev for _, ev in ready])
@@ -458,8 +488,6 @@ class Dispatcher:
             _check_sendable(msg)
         except Exception:
             return None
-        timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
-        done = partial(self._first_done, lane, records, len(ready), first.timestamp_ms)
         return (self._target, msg, timeout, done)
 
     def _first_done(
