@@ -504,8 +504,8 @@ class Dispatcher:
         if self._wire is not None:
             try:
                 raw = self._wire.batch(records) if cfg.batch else self._wire.request(first)
-            except UnicodeError:  # a Host no request line can carry: the threads say why
-                return None
+            except Exception:  # (a header without a value...) the general path says why
+                raw = None
             if raw is not None:
                 return (self._target, raw, timeout, done)
         ready: list[tuple[Consumed, CloudEvent]] = []

@@ -22,6 +22,7 @@ from eventing._kafka import Consumed
 from eventing.codec import KafkaRecord
 from eventing.dispatcher import Dispatcher, DispatcherConfig, _check_sendable
 from eventing.fastpath import request_bytes
+from eventing.lanes import Lane
 from eventing.wire import WireEncoder, _json_ok
 from runtime import events
 from runtime.spec import EventBatch
@@ -195,6 +196,16 @@ def test_records_the_general_path_must_judge_leave_the_wire(
 ) -> None:
     d = dispatcher(dispatchers, "string", (), None, False)
     assert wire_of(d).request(Consumed("raw", 0, 7, 1_700_000_000_123, record)) is None
+
+
+def test_a_record_the_wire_cannot_read_takes_the_general_path_without_a_crash(
+    dispatchers: dict[tuple[object, ...], Dispatcher],
+) -> None:
+    """A header without a value (Kafka allows null): the general path dead-letters it."""
+    d = dispatcher(dispatchers, "string", (), None, False)
+    c = Consumed("raw", 0, 7, 1, KafkaRecord(value=b"{}", headers=[("h", None)]))  # type: ignore[list-item]
+    assert d._first_attempt(Lane(("raw", 0), 1), [c]) is None  # to the threads, which say why
+    assert general(d, [c]) is None
 
 
 def test_an_extension_that_replaces_a_wrapped_attribute_turns_the_wire_off(
