@@ -321,9 +321,7 @@ def _latency(bootstrap: str, sink: str, sink_port: int) -> tuple[float, float]:
         if not d.wait_assigned(30):
             raise RuntimeError("no partitions assigned in 30s")
         urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5).read()
-        # each record sent at once: the figure is the dispatcher's delay, not the time a
-        # record lingers in the producer for others to share its request
-        with EventProducer(bootstrap, partitions=4, linger_ms=0) as p:
+        with EventProducer(bootstrap, partitions=4) as p:
             p.stream(
                 topic,
                 ({"sent": time.time(), "i": i} for i in range(n)),

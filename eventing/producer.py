@@ -62,16 +62,12 @@ def encode(
 
 
 class EventProducer:
-    """Sends values to topics, creating the topics with ``partitions`` partitions first.
+    """Sends values to topics, creating the topics with ``partitions`` partitions first."""
 
-    ``linger_ms``: how long a record may wait for others to share its request (throughput);
-    0 sends each at once (latency).
-    """
-
-    def __init__(self, bootstrap: str, *, partitions: int = 4, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap: str, *, partitions: int = 4) -> None:
         self.bootstrap = bootstrap
         self.partitions = partitions
-        self._producer = Producer(bootstrap, linger_ms=linger_ms)
+        self._producer = Producer(bootstrap, linger_ms=5)
         self._topics: set[str] = set()
 
     def ensure(self, topic: str) -> None:
