@@ -4,7 +4,10 @@ One run on the embedded broker, three tables:
 
 * delivery: ordered/unordered, per event and in batches of 100, beside the rate at which a
   bare kafka-python consumer reads the same topic (the limit a dispatcher cannot beat).
-  Targets: per event at least 30 % of the bare rate, batched at least 70 %. The sink is
+  Targets: per event at least 30 % of the bare rate, batched at least 70 %. That rate is
+  ``read_topic`` timed whole, start-up and 500 ms fetch waits included; a second bare row,
+  timed as the dispatchers are (clock from known positions, their fetch wait), shows
+  what kafka-python really reads, and the "of alike" column each path's share of it. The sink is
   a lean no-op HTTP/1.1 server in its own process (200 to every POST); two more rows go
   to `mlfn serve` running a no-op event function.
 * latency: p50/p99 from production to the sink, with events produced at 1,000/s
@@ -126,11 +129,48 @@ def _start_serve(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _bare_consumer(bootstrap: str, topic: str) -> float:
+    """The limit the targets are set against (issue 14): ``read_topic`` timed whole, so
+    with the consumer's start-up and kafka-python's 500 ms fetch wait, which the
+    embedded broker holds each fetch for."""
     from eventing._kafka import read_topic
 
     t0 = time.perf_counter()
     n = len(read_topic(bootstrap, topic, quiet_s=0.05))
     return n / (time.perf_counter() - t0 - 0.05)
+
+
+def _bare_alike(bootstrap: str, topic: str) -> float:
+    """kafka-python reading the topic, set up and timed as the dispatchers are: the clock
+    starts once its positions are known, and it asks for the dispatchers' fetch wait.
+    What a consumer can really read; shown beside the limit above."""
+    import warnings
+
+    from eventing.settings import EventingSettings
+    from runtime.settings import default_of
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=default_of(EventingSettings, "fetch_wait_ms"),
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        for tp in tps:
+            c.position(tp)
+        t0 = time.perf_counter()
+        n = 0
+        while n < N and time.perf_counter() - t0 < 60:
+            n += sum(len(rs) for rs in c.poll(timeout_ms=100).values())
+        return n / (time.perf_counter() - t0)
+    finally:
+        c.close()
 
 
 def _dispatch(bootstrap: str, topic: str, sink: str, ordering: str, batch: int | None) -> float:
@@ -153,10 +193,12 @@ def _dispatch(bootstrap: str, topic: str, sink: str, ordering: str, batch: int |
             raise RuntimeError("no partitions assigned in 30s")
         t0 = time.perf_counter()
         deadline = t0 + 120
-        while d.stats.snapshot().counters["delivered"] < N and time.perf_counter() < deadline:
+        # count() is cheap: a snapshot (it sorts the latencies) every 10 ms took the GIL
+        # from the dispatcher it measures
+        while d.stats.count("delivered") < N and time.perf_counter() < deadline:
             time.sleep(0.01)
         elapsed = time.perf_counter() - t0
-        return d.stats.snapshot().counters["delivered"] / elapsed
+        return d.stats.count("delivered") / elapsed
     finally:
         d.stop()
 
@@ -190,6 +232,7 @@ def main() -> None:
             rows = [
                 ("bare kafka-python consumer (the limit)", _bare_consumer(broker.bootstrap, topic))
             ]
+            alike = _bare_alike(broker.bootstrap, topic)
             for ordering in ("ordered", "unordered"):
                 rows.append(
                     (
@@ -223,11 +266,16 @@ def main() -> None:
             sink.stdout.close()
     bare = rows[0][1]
     print(f"{N} events, 4 partitions; no-op sink: a lean asyncio server, or `mlfn serve`")
-    print(f"{'path':48} {'events/s':>10} {'of bare':>8} {'target':>8}")
+    print(f"{'path':48} {'events/s':>10} {'of bare':>8} {'target':>8} {'of alike':>9}")
     for name, rate in rows:
         target = "" if "bare" in name else ("70 %" if "batches" in name else "30 %")
         share = "" if "bare" in name else f"{rate / bare:.0%}"
-        print(f"{name:48} {rate:>10,.0f} {share:>8} {target:>8}")
+        share_alike = "" if "bare" in name else f"{rate / alike:.0%}"
+        print(f"{name:48} {rate:>10,.0f} {share:>8} {target:>8} {share_alike:>9}")
+    print(
+        f"{'bare, timed as the dispatchers are (alike)':48} {alike:>10,.0f}"
+        "  (clock from known positions, the dispatchers' fetch wait)"
+    )
     for name, rate in rows[1:5]:
         want = 0.7 if "batches" in name else 0.3
         ok = "met" if rate >= want * bare else "MISSED"
@@ -284,7 +332,7 @@ def _latency(bootstrap: str, sink: str, sink_port: int) -> tuple[float, float]:
                 key_of=lambda v: str(v["i"] % 16),
             )
         deadline = time.monotonic() + 60
-        while d.stats.snapshot().counters["delivered"] < n and time.monotonic() < deadline:
+        while d.stats.count("delivered") < n and time.monotonic() < deadline:
             time.sleep(0.01)
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as r:
             stats = json.loads(r.read())

@@ -288,7 +288,16 @@ class Consumer:
     ``on_revoke`` returns the offsets to commit before the partitions go; ``on_assign``
     returns, per partition, the offset to read again from (a partition this member kept
     but whose taken records the caller dropped), or nothing.
+
+    Fetch wait: the embedded broker (Tansu 0.6) holds every fetch for its whole
+    ``max_wait`` (it sleeps even when records are there), so a record waits up to that
+    long before the consumer sees it. While records flow, fetches ask for
+    ``fetch_wait_ms``; after ``IDLE_AFTER_S`` without a record, for ``idle_fetch_wait_ms``
+    (fewer empty fetches: an idle member costs less; the first record after a pause waits
+    up to that long). A Kafka broker answers as soon as records arrive, either way.
     """
+
+    IDLE_AFTER_S = 1.0
 
     def __init__(
         self,
@@ -302,8 +311,12 @@ class Consumer:
         max_poll_records: int = 500,
         session_timeout_ms: int = 6000,
         client_id: str | None = None,
+        fetch_wait_ms: int = 500,
+        idle_fetch_wait_ms: int = 500,
     ) -> None:
         self.bootstrap = bootstrap
+        self._busy_wait, self._idle_wait = fetch_wait_ms, idle_fetch_wait_ms
+        self._last_records = 0.0
         with _converted(f"join consumer group {group!r}", bootstrap):
             self._c = KafkaConsumer(
                 bootstrap_servers=bootstrap,
@@ -316,12 +329,30 @@ class Consumer:
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=max(100, session_timeout_ms // 6),
                 max_poll_interval_ms=300_000,
+                fetch_max_wait_ms=idle_fetch_wait_ms,
             )
             self._c.subscribe(list(topics), listener=_Listener(self._c, on_assign, on_revoke))
+        # kafka-python reads its fetcher's config for every fetch it builds; where that
+        # is not so (another version), the wait stays the idle one: slower, still correct
+        fetcher = getattr(self._c, "_fetcher", None)
+        config = getattr(fetcher, "config", None)
+        self._fetch_config = (
+            config if isinstance(config, dict) and "fetch_max_wait_ms" in config else None
+        )
+
+    def _set_fetch_wait(self, wait_ms: int) -> None:
+        if self._fetch_config is not None and self._fetch_config["fetch_max_wait_ms"] != wait_ms:
+            self._fetch_config["fetch_max_wait_ms"] = wait_ms
 
     def poll(self, timeout_s: float) -> list[Consumed]:
         with _converted("poll", self.bootstrap):
             batches = self._c.poll(timeout_ms=int(timeout_s * 1000))
+        now = time.monotonic()
+        if batches:
+            self._last_records = now
+            self._set_fetch_wait(self._busy_wait)
+        elif now - self._last_records > self.IDLE_AFTER_S:
+            self._set_fetch_wait(self._idle_wait)
         out: list[Consumed] = []
         for tp, records in batches.items():
             for r in records:
@@ -347,6 +378,40 @@ class Consumer:
                     for (t, p), o in offsets.items()
                 }
             )
+
+    def commit_async(self, offsets: Mapping[TP, int], done: Callable[[str | None], None]) -> None:
+        """Commit ``offsets`` without waiting for the broker.
+
+        ``done(None)`` once they are committed, ``done(reason)`` when the commit failed;
+        either runs on the polling thread, during a later :meth:`poll` (or commit).
+        """
+
+        def callback(_offsets: Any, response: Any) -> None:
+            done(
+                f"{type(response).__name__}: {response}"
+                if isinstance(response, Exception)
+                else None
+            )
+
+        with _converted("commit offsets", self.bootstrap):
+            self._c.commit_async(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                },
+                callback=callback,
+            )
+
+    def highwater(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """End offsets from the latest fetch responses (no request); partitions not fetched
+        yet are absent."""
+        out: dict[TP, int] = {}
+        for t, p in tps:
+            with suppress(KafkaError):  # revoked meanwhile: no figure
+                hw = self._c.highwater(TopicPartition(t, p))
+                if hw is not None:
+                    out[(t, p)] = int(hw)
+        return out
 
     def pause(self, tps: Iterable[TP]) -> None:
         self._c.pause(*[TopicPartition(t, p) for t, p in tps])

@@ -332,6 +332,8 @@ def dispatch_cmd(
         max_record_bytes=settings.eventing.max_record_bytes,
         workers=settings.eventing.dispatch_workers,
         session_timeout_ms=settings.eventing.session_timeout_ms,
+        fetch_wait_ms=settings.eventing.fetch_wait_ms,
+        idle_fetch_wait_ms=settings.eventing.idle_fetch_wait_ms,
     )
     from eventing._kafka import ensure_topics
 

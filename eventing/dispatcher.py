@@ -61,6 +61,7 @@ from eventing.records import (
 from eventing.retrystate import KafkaRetryState, MemoryRetryState, RetryState
 from eventing.settings import EventingSettings
 from eventing.stats import DispatchStats
+from eventing.wire import WireEncoder
 from runtime import events
 from runtime.events import CloudEvent, HttpMessage
 from runtime.settings import CommonSettings, default_of
@@ -95,6 +96,8 @@ class DispatcherConfig:
     workers: int = default_of(EventingSettings, "dispatch_workers")
     durable_retries: bool = True
     session_timeout_ms: int = default_of(EventingSettings, "session_timeout_ms")
+    fetch_wait_ms: int = default_of(EventingSettings, "fetch_wait_ms")
+    idle_fetch_wait_ms: int = default_of(EventingSettings, "idle_fetch_wait_ms")
     key_type: KeyType = "string"
     epoch: str | None = None
     """The broker's epoch, when its log does not outlive it: part of every wrapped id."""
@@ -135,6 +138,10 @@ class Dispatcher:
         self._sender = HttpSender(pool_size=max(8, config.workers))
         self._target = http_target(config.sink)
         self._fast: AsyncPoster | None = None
+        self._committing = False
+        self._commit_sent = 0.0
+        self._commit_failing = False
+        self._wire = self._wire_encoder()
         self.error: BaseException | None = None
         self.stop_requested = False
         self.unfinished = 0
@@ -160,6 +167,8 @@ class Dispatcher:
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             session_timeout_ms=cfg.session_timeout_ms,
+            fetch_wait_ms=cfg.fetch_wait_ms,
+            idle_fetch_wait_ms=cfg.idle_fetch_wait_ms,
         )
         self._pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix=f"deliver-{cfg.name}")
         if self._target is not None:
@@ -287,7 +296,7 @@ class Dispatcher:
             with self._lock:
                 self.unfinished = sum(len(ln.order) for ln in self._lanes.values())
             try:
-                self._commit()
+                self._commit(wait=True)
                 consumer.close()
             except KafkaUnavailableError as err:
                 log.warning("final commit failed: %s", err, extra={"dispatcher": self.config.name})
@@ -342,21 +351,47 @@ class Dispatcher:
         self._assigned.set()
         log.info("partitions assigned", extra={"dispatcher": self.config.name, "partitions": tps})
 
-    def _commit(self) -> None:
+    def _commit(self, *, wait: bool = False) -> None:
+        """Commit what is done: without waiting (one commit in flight at a time; a commit
+        that blocked the consumer thread held back every record behind it), or, with
+        ``wait``, synchronously (when stopping)."""
+        if self._committing and not wait and time.monotonic() - self._commit_sent < 10.0:
+            return  # (a commit that never answers does not stop the next one for long)
         with self._lock:
-            offsets = {
-                tp: ln.next_commit
+            lanes = {
+                tp: (ln, ln.next_commit)
                 for tp, ln in self._lanes.items()
                 if ln.next_commit is not None and ln.next_commit != ln.committed
             }
-        if not offsets:
+        if not lanes:
             return
         assert self._consumer is not None
-        self._consumer.commit(offsets)
+        offsets = {tp: off for tp, (_, off) in lanes.items()}
+        if wait:
+            self._consumer.commit(offsets)
+            self._committed(lanes, None)
+            return
+        self._committing, self._commit_sent = True, time.monotonic()
+        self._consumer.commit_async(offsets, partial(self._committed, lanes))
+
+    def _committed(self, lanes: dict[TP, tuple[Lane, int]], error: str | None) -> None:
+        """A commit ended (on the consumer thread, during a poll)."""
+        self._committing = False
+        if error is not None:  # the offsets stay due: the next commit carries them again
+            if not self._commit_failing:
+                log.warning(
+                    "offset commit failed: %s; trying again (until it succeeds, a restart "
+                    "delivers those records again)",
+                    error,
+                    extra={"dispatcher": self.config.name},
+                )
+            self._commit_failing = True
+            return
+        self._commit_failing = False
         with self._lock:
-            for tp, off in offsets.items():
-                if tp in self._lanes:
-                    self._lanes[tp].committed = off
+            for tp, (lane, off) in lanes.items():
+                if self._lanes.get(tp) is lane:
+                    lane.committed = off
 
     def _update_lag(self) -> None:
         assert self._consumer is not None
@@ -364,7 +399,12 @@ class Dispatcher:
             tps = list(self._lanes)
         if not tps:
             return
-        ends = self._consumer.end_offsets(tps)
+        # the fetch responses carry the end offsets: no request that would block the
+        # consumer thread, except for partitions not fetched yet
+        ends = self._consumer.highwater(tps)
+        missing = [tp for tp in tps if tp not in ends]
+        if missing:
+            ends.update(self._consumer.end_offsets(missing))
         lag: dict[str, int] = {}
         with self._lock:
             for tp, end in ends.items():
@@ -432,11 +472,42 @@ class Dispatcher:
             **dict(cfg.extensions),
         )
 
+    def _wire_encoder(self) -> WireEncoder | None:
+        cfg = self.config
+        if self._target is None or cfg.kind != "source":
+            return None
+        wire = WireEncoder(
+            self._target,
+            namespace=cfg.namespace,
+            name=cfg.name,
+            epoch=cfg.epoch,
+            key_type=cfg.key_type,
+            max_bytes=cfg.max_record_bytes,
+            extensions=cfg.extensions,
+            filter=cfg.filter,
+        )
+        return wire if wire.supported else None
+
     def _first_attempt(self, lane: Lane, records: list[Consumed]) -> Any:
         """The first attempt for the loop thread, or None when the threads take the job:
         a record that is malformed, filtered or cannot be encoded, or failures counted
-        before a restart (the threads' path handles each of those)."""
+        before a restart (the threads' path handles each of those).
+
+        The common record goes straight to its request bytes (:mod:`eventing.wire`);
+        any other takes the general path, through a CloudEvent."""
         cfg = self.config
+        first = records[0]
+        if self._state.failures(f"{first.topic}/{first.partition}/{first.offset}"):
+            return None
+        timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
+        done = partial(self._first_done, lane, records, len(records), first.timestamp_ms)
+        if self._wire is not None:
+            try:
+                raw = self._wire.batch(records) if cfg.batch else self._wire.request(first)
+            except Exception:  # (a header without a value...) the general path says why
+                raw = None
+            if raw is not None:
+                return (self._target, raw, timeout, done)
         ready: list[tuple[Consumed, CloudEvent]] = []
         for c in records:
             try:
@@ -446,9 +517,6 @@ class Dispatcher:
             if cfg.filter is not None and not cfg.filter(events.attributes(ev)):
                 return None
             ready.append((c, ev))
-        first = ready[0][0]
-        if self._state.failures(f"{first.topic}/{first.partition}/{first.offset}"):
-            return None
         try:
             msg = (
                 events.to_http_batch([ev for _, ev in ready])
@@ -458,8 +526,6 @@ class Dispatcher:
             _check_sendable(msg)
         except Exception:
             return None
-        timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
-        done = partial(self._first_done, lane, records, len(ready), first.timestamp_ms)
         return (self._target, msg, timeout, done)
 
     def _first_done(

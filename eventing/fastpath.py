@@ -24,7 +24,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -74,8 +74,7 @@ class _Client(asyncio.Protocol):
     # --- asyncio --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         self.got += len(data)
@@ -200,6 +199,15 @@ class _Pool:
             client.close()
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where there is one (its transports write and read in C), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class AsyncPoster:
     """A loop thread that POSTs to ``http://`` sinks and calls back with each response.
 
@@ -208,7 +216,7 @@ class AsyncPoster:
     """
 
     def __init__(self, name: str = "mlfn-deliver") -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._pools: dict[tuple[str, int], _Pool] = {}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
@@ -239,11 +247,19 @@ class AsyncPoster:
         """
         self.post_many([(target, msg, timeout_s, done)])
 
-    def post_many(self, items: list[tuple[Target, HttpMessage, float | None, Done]]) -> None:
-        """Several posts with one hand-off to the loop (a poll's worth of events)."""
+    def post_many(
+        self, items: list[tuple[Target, HttpMessage | bytes, float | None, Done]]
+    ) -> None:
+        """Several posts with one hand-off to the loop (a poll's worth of events).
+
+        A message given as bytes is a whole request already (:mod:`eventing.wire`).
+        """
         if self._closed:
             raise RuntimeError("the poster is closed")
-        prepared = [(t, request_bytes(t, m), timeout, done) for t, m, timeout, done in items]
+        prepared = [
+            (t, m if isinstance(m, bytes) else request_bytes(t, m), timeout, done)
+            for t, m, timeout, done in items
+        ]
         if self.on_loop:
             self._start(prepared)
         else:

@@ -29,6 +29,20 @@ class EventingSettings(Section):
     session_timeout_ms: int = Field(
         default=6000, ge=1000, description="consumer-group session timeout (joins take ~half)"
     )
+    fetch_wait_ms: int = Field(
+        default=5,
+        ge=1,
+        le=5000,
+        description="fetch wait while records flow: the embedded broker holds every fetch "
+        "this long, so it bounds delivery latency from below",
+    )
+    idle_fetch_wait_ms: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        description="fetch wait after a second without records: fewer empty fetches when idle; "
+        "the first record after a pause waits up to this long",
+    )
 
 
 class EventingRoot(RuntimeSettings):

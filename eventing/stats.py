@@ -78,6 +78,11 @@ class DispatchStats:
         with self._lock:
             self.counters[counter] += n
 
+    def count(self, counter: str) -> int:
+        """One counter, without the copies and the sorting of a snapshot (cheap to poll)."""
+        with self._lock:
+            return self.counters[counter]
+
     def observe_latency(self, seconds: float, n: int = 1) -> None:
         """Record the delivery latency (record timestamp to 2xx) of ``n`` events."""
         with self._lock:
