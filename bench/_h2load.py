@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench._load import LoadResult, percentile
+from bench._load import LoadResult
 
 __all__ = ["CONNECTIONS", "available", "load"]
 
@@ -80,14 +80,5 @@ def load(
     if done is None:
         raise RuntimeError(f"cannot read h2load's output:\n{run.stdout}\n{run.stderr}")
     ok = [int(r[2]) / 1e6 for r in rows if r[1] == "200"]
-    ok.sort()
     errors = int(done.group(1)) - int(done.group(2))
-    n = len(ok)
-    return LoadResult(
-        n,
-        n / secs,
-        percentile(ok, 0.5) * 1000,
-        percentile(ok, 0.99) * 1000,
-        errors,
-        {200: n},
-    )
+    return LoadResult.of_latencies(ok, secs, errors)

@@ -29,6 +29,26 @@ class LoadResult:
     errors: int
     statuses: dict[int, int]
 
+    @classmethod
+    def of_latencies(
+        cls,
+        latencies: list[float],
+        seconds: float,
+        errors: int = 0,
+        statuses: dict[int, int] | None = None,
+    ) -> LoadResult:
+        """From the latencies (seconds) of the successful requests of a run of ``seconds``."""
+        ordered = sorted(latencies)
+        n = len(ordered)
+        return cls(
+            requests=n,
+            rps=n / seconds,
+            p50_ms=percentile(ordered, 0.50) * 1000,
+            p99_ms=percentile(ordered, 0.99) * 1000,
+            errors=errors,
+            statuses={200: n} if statuses is None else statuses,
+        )
+
 
 def build_request(
     host: str,
@@ -122,16 +142,7 @@ async def _run(
             for _ in range(concurrency)
         )
     )
-    latencies.sort()
-    n = len(latencies)
-    return LoadResult(
-        requests=n,
-        rps=n / duration,
-        p50_ms=percentile(latencies, 0.50) * 1000,
-        p99_ms=percentile(latencies, 0.99) * 1000,
-        errors=sum(errors),
-        statuses=statuses,
-    )
+    return LoadResult.of_latencies(latencies, duration, sum(errors), statuses)
 
 
 def run_load(

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench import _h2load
-from bench._load import LoadResult, percentile, stop_process
+from bench._load import LoadResult, stop_process
 from bench._wrk import generator as http_generator
 from bench._wrk import load as http_load
 from bench.serving import REPO, _ready
@@ -168,16 +168,7 @@ async def _grpc_load(
     finally:
         for ch in channels:
             await ch.close()
-    latencies.sort()
-    n = len(latencies)
-    return LoadResult(
-        n,
-        n / duration,
-        percentile(latencies, 0.5) * 1000,
-        percentile(latencies, 0.99) * 1000,
-        errors,
-        {200: n},
-    )
+    return LoadResult.of_latencies(latencies, duration, errors)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench._load import LoadResult, percentile, stop_process
+from bench._load import LoadResult, stop_process
 from bench._wrk import generator, load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,15 +116,7 @@ def _in_process(rows: int, seconds: float) -> LoadResult:
             lat.append(clock() - t0)
     finally:
         handle.stop()
-    lat.sort()
-    return LoadResult(
-        len(lat),
-        len(lat) / seconds,
-        percentile(lat, 0.5) * 1000,
-        percentile(lat, 0.99) * 1000,
-        0,
-        {200: len(lat)},
-    )
+    return LoadResult.of_latencies(lat, seconds)
 
 
 def _measure(port: int, seconds: float, quick: bool = False) -> dict[tuple[int, int], LoadResult]:
