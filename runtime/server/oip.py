@@ -106,9 +106,13 @@ def decode_inputs(
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise BadRequest('an inference request is a JSON object with an "inputs" list of tensors')
+    inputs: list[Any] = payload["inputs"]
+    if arrays and len(inputs) == 1:
+        fast = _one_array(inputs[0], model, arrays.get(0), payload.get("parameters"))
+        if fast is not None:
+            return fast
     ranks = _ranks(model)  # the field names too, read once per model
     fields = list(ranks)
-    inputs: list[Any] = payload["inputs"]
     if not inputs:
         raise BadRequest(f'"inputs" is empty; send one tensor per field: {", ".join(fields)}')
     params = payload.get("parameters") or {}
@@ -137,6 +141,37 @@ def decode_inputs(
     extra = {k: v for k, v in params.items() if k in ranks and k not in columns}
     rows = [{**extra, **{name: col[i] for name, col in columns.items()}} for i in range(n)]
     return rows, bool(whole)
+
+
+def _one_array(
+    tensor: Any, model: type[BaseModel], array: NDArray[Any] | None, params: Any
+) -> tuple[list[dict[str, Any]], bool] | None:
+    """The common request, one numeric tensor already decoded: its rows at once, or None
+    (then the general path decodes it, and names any problem)."""
+    if array is None or array.dtype.kind not in "biuf" or not isinstance(tensor, dict):
+        return None
+    if params is not None and not isinstance(params, dict):
+        return None
+    name = tensor.get("name")
+    ranks = _ranks(model)
+    if not isinstance(name, str):
+        return None
+    if name not in ranks:
+        name = _any_name_field(model)
+        if name is None:
+            return None
+    rank = ranks[name]
+    ndim = array.ndim
+    if rank and ndim == rank:
+        columns = [array.tolist()]
+    elif ndim == rank + 1:
+        columns = array.tolist()
+    else:
+        return None
+    extra = {k: v for k, v in params.items() if k in ranks and k != name} if params else None
+    if extra:
+        return [{**extra, name: v} for v in columns], ndim == rank
+    return [{name: v} for v in columns], ndim == rank
 
 
 @functools.cache
@@ -265,6 +300,30 @@ def _datatype(values: list[Any]) -> str:
     return "BYTES"
 
 
+_NUMERIC_KINDS = {"b": "BOOL", "i": "INT64", "f": "FP64"}
+_NUMERIC_VALUES = (list, int, float)
+
+
+def _numeric(name: str, value: Any) -> dict[str, Any] | None:
+    """The tensor of a rectangular numeric ``value`` in one numpy pass, or None (then the
+    general path, which also handles ragged, empty, text and mixed values)."""
+    if not isinstance(value, _NUMERIC_VALUES):
+        return None
+    try:
+        array = np.asarray(value)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    dtype = _NUMERIC_KINDS.get(array.dtype.kind)
+    if dtype is None or not array.size:
+        return None
+    return {
+        "name": name,
+        "datatype": dtype,
+        "shape": list(array.shape) or [1],
+        "data": array.ravel().tolist(),
+    }
+
+
 def encode_outputs(
     responses: list[dict[str, Any]], wanted: list[str] | None = None, *, whole: bool = False
 ) -> list[dict[str, Any]]:
@@ -275,13 +334,17 @@ def encode_outputs(
     """
     if not responses:
         return []
-    names = [n for n in responses[0] if wanted is None or n in wanted]
+    names = responses[0] if wanted is None else [n for n in responses[0] if n in wanted]
     outputs = []
     for name in names:
         column = [r.get(name) for r in responses]
-        if all(v is None for v in column):
+        if column.count(None) == len(column):  # None in every response: left out
             continue
         value: Any = column[0] if whole else column
+        numeric = _numeric(name, value)
+        if numeric is not None:
+            outputs.append(numeric)
+            continue
         flat = _flatten(value)
         dtype = _datatype(flat)
         if dtype == "BYTES":

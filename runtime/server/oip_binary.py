@@ -33,6 +33,7 @@ from runtime.server.errors import BadRequest
 __all__ = [
     "DTYPES",
     "HEADER",
+    "NUMPY",
     "binary_outputs",
     "decode_raw",
     "encode_raw",
@@ -60,10 +61,13 @@ DTYPES: dict[str, str] = {
 """Numpy dtype (little-endian) of every fixed-size OIP datatype; BF16 and BYTES are special."""
 
 _DATATYPES = (*DTYPES, "BF16", "BYTES")
-_NUMPY = {name: np.dtype(code) for name, code in DTYPES.items()}  # made once, not per tensor
+NUMPY = {name: np.dtype(code) for name, code in DTYPES.items()}
+"""The numpy dtype of every fixed-size OIP datatype, made once (not per tensor)."""
 
 
 def _shape_of(where: str, shape: Any) -> list[int]:
+    if type(shape) is list and all(type(d) is int and d >= 0 for d in shape):
+        return shape  # the common case, checked at once (a bool is not a size)
     if not isinstance(shape, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
@@ -87,7 +91,7 @@ def decode_raw(where: str, datatype: Any, shape: Any, raw: bytes) -> NDArray[Any
             raise _size_error(where, "BF16", dims, count * 2, len(raw))
         halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         return halves.view(np.float32).reshape(dims)
-    dtype = _NUMPY.get(datatype) if isinstance(datatype, str) else None
+    dtype = NUMPY.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise BadRequest(
             f"{where}: unknown datatype {datatype!r}; the protocol names: {', '.join(_DATATYPES)}"
@@ -141,7 +145,7 @@ def encode_raw(datatype: str, flat: list[Any]) -> bytes:
             parts.append(struct.pack("<I", len(b)))
             parts.append(b)
         return b"".join(parts)
-    return np.asarray(flat, dtype=_NUMPY[datatype]).tobytes()
+    return np.asarray(flat, dtype=NUMPY[datatype]).tobytes()
 
 
 def split_request(
@@ -224,9 +228,14 @@ def binary_outputs(payload: Mapping[str, Any]) -> tuple[bool, set[str]]:
 def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
     """Headers and body of an inference reply: binary outputs where the request asked."""
     default, listed = binary_outputs(payload)
-    named = {str(o.get("name")) for o in payload.get("outputs") or [] if isinstance(o, dict)}
+    requested = payload.get("outputs")
+    named = (
+        {str(o.get("name")) for o in requested if isinstance(o, dict)}
+        if isinstance(requested, list)
+        else ()
+    )
     blobs: list[bytes] = []
-    for out in reply["outputs"]:
+    for out in reply["outputs"] if default or listed else ():
         name = out["name"]
         if not (name in listed or (default and name not in named)):
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import BaseModel
 
@@ -127,3 +128,48 @@ def test_metadata_lists_fields_as_tensors() -> None:
         {"name": "instances", "datatype": "FP64", "shape": [-1, -1, -1]},
         {"name": "probabilities", "datatype": "BOOL", "shape": [-1]},
     ]
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "shape", "params"),
+    [
+        (Rows, "instances", [2, 3], {"probabilities": True, "binary_data_output": True}),
+        (Rows, "input-0", [2, 3], None),
+        (Rows, "instances", [4, 1, 3], {}),
+        (Point, "x", [2, 2], {"label": "a"}),
+    ],
+)
+def test_decoded_arrays_give_the_rows_their_json_data_gives(
+    model: type[BaseModel], name: str, shape: list[int], params: dict[str, object] | None
+) -> None:
+    data = np.arange(float(np.prod(shape))).reshape(shape)
+    tensor = {"name": name, "shape": shape, "datatype": "FP64"}
+    as_json = {"inputs": [{**tensor, "data": data.ravel().tolist()}], "parameters": params}
+    as_array = {"inputs": [tensor], "parameters": params}
+    assert decode_inputs(as_array, model, {0: data}) == decode_inputs(as_json, model)
+
+
+def test_a_decoded_array_of_the_wrong_rank_is_still_a_400_naming_the_input() -> None:
+    payload = {"inputs": [{"name": "x", "shape": [1, 2, 2], "datatype": "FP64"}]}
+    with pytest.raises(BadRequest) as err:
+        decode_inputs(payload, Point, {0: np.zeros((1, 2, 2))})
+    assert "inputs[0] (x) has shape [1, 2, 2]" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("values", "datatype", "shape", "data"),
+    [
+        ([[1, 2], [3, 4]], "INT64", [2, 2], [1, 2, 3, 4]),
+        ([[1, 2.5]], "FP64", [1, 2], [1.0, 2.5]),
+        ([[True], [False]], "BOOL", [2, 1], [True, False]),
+        ([[1, 2], [3]], "INT64", [2, 2], [1, 2, 3]),  # ragged: the general path, as before
+        ([[], []], "BYTES", [2, 0], []),  # empty: no datatype to infer
+        ([[2**70]], "INT64", [1, 1], [2**70]),  # beyond int64: left to the general path
+        (["a", "b"], "BYTES", [2], ["a", "b"]),
+    ],
+)
+def test_output_columns_keep_their_datatype_shape_and_values(
+    values: list[object], datatype: str, shape: list[int], data: list[object]
+) -> None:
+    (out,) = encode_outputs([{"y": v} for v in values])
+    assert out == {"name": "y", "datatype": datatype, "shape": shape, "data": data}

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from runtime.server.errors import BadRequest
 from runtime.server.grpc import grpc_predict_v2_pb2 as pb
-from runtime.server.oip_binary import DTYPES, decode_raw, encode_raw
+from runtime.server.oip_binary import DTYPES, NUMPY, decode_raw, encode_raw
 
 __all__ = ["request_payload", "response_message"]
 
@@ -89,18 +89,19 @@ def request_payload(req: Any) -> tuple[dict[str, Any], dict[int, NDArray[Any]]]:
     arrays: dict[int, NDArray[Any]] = {}
     for k, tensor in enumerate(tensors):
         name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
-        for d in shape:
-            if d < 0:
-                raise BadRequest(
-                    f"inputs[{k}] ({name}): shape must be a list of sizes, got {shape}"
-                )
+        if shape and min(shape) < 0:
+            raise BadRequest(f"inputs[{k}] ({name}): shape must be a list of sizes, got {shape}")
         inputs.append({"name": name, "datatype": datatype, "shape": shape})
         if raw:
             if tensor.HasField("contents"):
                 raise BadRequest(
                     f"inputs[{k}] ({name}): has contents and raw_input_contents; send one"
                 )
-            arrays[k] = decode_raw(f"inputs[{k}] ({name})", datatype, shape, raw[k])
+            blob, dtype = raw[k], NUMPY.get(datatype)
+            if dtype is not None and len(blob) == dtype.itemsize * math.prod(shape):
+                arrays[k] = np.frombuffer(blob, dtype=dtype).reshape(shape)  # the common case
+            else:  # BYTES, BF16, or a size that does not fit: decode_raw names the problem
+                arrays[k] = decode_raw(f"inputs[{k}] ({name})", datatype, shape, blob)
         else:
             arrays[k] = _typed(f"inputs[{k}] ({name})", tensor, shape)
     payload: dict[str, Any] = {"inputs": inputs, "parameters": _parameters(req.parameters)}
@@ -113,13 +114,15 @@ def request_payload(req: Any) -> tuple[dict[str, Any], dict[int, NDArray[Any]]]:
 
 def response_message(reply: dict[str, Any]) -> Any:
     """A ``ModelInferResponse`` from the dispatcher's reply (outputs as raw contents)."""
-    outputs = reply["outputs"]
-    return pb.ModelInferResponse(
+    message = pb.ModelInferResponse(
         model_name=reply["model_name"],
         model_version=reply.get("model_version") or "",
         id=str(reply.get("id") or ""),
-        outputs=[
-            {"name": o["name"], "datatype": o["datatype"], "shape": o["shape"]} for o in outputs
-        ],
-        raw_output_contents=[encode_raw(o["datatype"], o["data"]) for o in outputs],
     )
+    add = message.outputs.add
+    for o in reply["outputs"]:
+        add(name=o["name"], datatype=o["datatype"], shape=o["shape"])
+    message.raw_output_contents.extend(
+        [encode_raw(o["datatype"], o["data"]) for o in reply["outputs"]]
+    )
+    return message

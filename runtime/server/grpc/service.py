@@ -18,11 +18,11 @@ gthread worker) each call is a thread.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ class InferenceService:
         entry = self._methods.get(method) if method is not None else None
         if entry is None:
             return Reply(e.GRPC_STATUS["UNIMPLEMENTED"], f"Method not found: {path}")
-        rid = metadata.get("x-request-id") or uuid.uuid4().hex
+        rid = metadata.get("x-request-id") or os.urandom(16).hex()  # uuid4().hex, 5x cheaper
         trailers = (("x-request-id", rid),)
         metrics = self.app.metrics
         started = time.perf_counter()
