@@ -30,16 +30,18 @@ from typing import Any
 import orjson
 
 from eventing._kafka import Consumed
+from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
 from eventing.naming import kafka_source_uri
 from eventing.records import KAFKA_EVENT_TYPE, ORIGIN_HEADER, KeyType, decode_key
-from runtime.events import BATCH_CONTENT_TYPE, _quote_header
+from runtime.events import BATCH_CONTENT_TYPE, REQUIRED_ATTRIBUTES, _quote_header
 
-__all__ = ["WireEncoder"]
+__all__ = ["WireEncoder", "binary_attributes"]
 
 _NOT_HEADER_CHAR = re.compile(r"[^a-z0-9]")
 _BAD_CTYPE = re.compile(rb"[^\x20-\x7e]")
 _EXTENSION = re.compile(r"[a-z0-9]+")
+_REQUIRED_HEADERS = tuple(f"ce_{a}" for a in REQUIRED_ATTRIBUTES)
 _STRUCTURED = b"application/cloudevents+json"
 _NESTING_SAFE = 400
 """Below this many ``[`` and ``{`` a JSON value cannot nest deep enough for :mod:`json` to
@@ -219,6 +221,72 @@ class WireEncoder:
         body = json.dumps(items).encode()
         head = f"{self._head}{len(body)}\r\ncontent-type: {BATCH_CONTENT_TYPE}\r\n\r\n"
         return head.encode("latin-1") + body
+
+
+def binary_attributes(
+    record: KafkaRecord,
+    partition: int,
+    offset: int,
+    *,
+    max_bytes: int,
+    extensions: Sequence[tuple[str, str]] = (),
+) -> dict[str, str] | None:
+    """The attributes a filter sees on the event of a binary-mode CloudEvent record,
+    read from its ``ce_*`` headers alone; None when the record must take the general path.
+
+    The same dict, in the same order, as ``events.attributes`` of the dispatcher's
+    ``_event_of`` (``codec.from_kafka``, then Knative's ``knativekafka*`` extensions and the
+    config's ``extensions``), without decoding the value: so a trigger drops the records
+    its filter rejects without building their events (pinned by a property test,
+    ``tests/eventing/test_wire.py``). Only a missing ``time`` differs: the SDK stamps the
+    time of the event's creation, this the time of the call.
+
+    None for anything the general path must judge (and may dead-letter with its reason):
+    no ``ce_specversion`` or not ``1.0``, a structured-mode content type, a required
+    attribute missing or empty, a header or key that is not UTF-8, an attribute name
+    that is not lower-case letters and digits, a content type that is not printable
+    ASCII, a JSON content type over a value :mod:`orjson` does not accept, an oversize
+    value.
+    """
+    value = record.value
+    if value is not None and len(value) > max_bytes:
+        return None
+    headers: dict[str, bytes] = {}
+    for hname, hvalue in record.headers:
+        headers[hname.lower()] = hvalue  # codec.from_kafka: the last of a name wins
+    if headers.get("ce_specversion") != b"1.0":
+        return None
+    for required in _REQUIRED_HEADERS:
+        if not headers.get(required):
+            return None
+    attrs: dict[str, str] = {}
+    ctype = headers.get("content-type")
+    try:
+        for hname, hvalue in headers.items():
+            if hname == "content-type":
+                attrs["datacontenttype"] = hvalue.decode()
+            elif hname.startswith("ce_"):
+                name = hname[3:]
+                if not _EXTENSION.fullmatch(name):
+                    return None
+                attrs[name] = hvalue.decode()
+        if record.key is not None:
+            attrs["partitionkey"] = record.key.decode()
+    except UnicodeDecodeError:
+        return None
+    if ctype is not None:
+        if ctype.split(b";")[0].strip().lower() == _STRUCTURED:
+            return None
+        if _BAD_CTYPE.search(attrs["datacontenttype"].encode()):
+            return None
+        if value and "json" in ctype.decode("latin-1").lower() and not _json_ok(value):
+            return None
+    if "time" not in attrs:  # the SDK's CloudEvent stamps the time of its creation
+        attrs["time"] = datetime.now(UTC).isoformat()
+    attrs["knativekafkapartition"] = str(partition)
+    attrs["knativekafkaoffset"] = str(offset)
+    attrs.update(extensions)
+    return attrs
 
 
 def _json_ok(value: bytes) -> bool:
