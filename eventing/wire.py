@@ -41,7 +41,6 @@ __all__ = ["WireEncoder", "binary_attributes"]
 _NOT_HEADER_CHAR = re.compile(r"[^a-z0-9]")
 _BAD_CTYPE = re.compile(rb"[^\x20-\x7e]")
 _EXTENSION = re.compile(r"[a-z0-9]+")
-_REQUIRED_HEADERS = tuple(f"ce_{a}" for a in REQUIRED_ATTRIBUTES)
 _STRUCTURED = b"application/cloudevents+json"
 _NESTING_SAFE = 400
 """Below this many ``[`` and ``{`` a JSON value cannot nest deep enough for :mod:`json` to
@@ -251,35 +250,32 @@ def binary_attributes(
     value = record.value
     if value is not None and len(value) > max_bytes:
         return None
-    headers: dict[str, bytes] = {}
-    for hname, hvalue in record.headers:
-        headers[hname.lower()] = hvalue  # codec.from_kafka: the last of a name wins
-    if headers.get("ce_specversion") != b"1.0":
-        return None
-    for required in _REQUIRED_HEADERS:
-        if not headers.get(required):
-            return None
     attrs: dict[str, str] = {}
-    ctype = headers.get("content-type")
+    ctype: bytes | None = None
+    names = _ATTRIBUTE_OF
     try:
-        for hname, hvalue in headers.items():
-            if hname == "content-type":
-                attrs["datacontenttype"] = hvalue.decode()
-            elif hname.startswith("ce_"):
-                name = hname[3:]
-                if not _EXTENSION.fullmatch(name):
-                    return None
+        for hname, hvalue in record.headers:
+            name = names.get(hname)
+            if name is None:
+                name = _attribute_of(hname)
+            if name is _INVALID:
+                return None
+            if name:
                 attrs[name] = hvalue.decode()
+                if name == "datacontenttype":
+                    ctype = hvalue
         if record.key is not None:
             attrs["partitionkey"] = record.key.decode()
     except UnicodeDecodeError:
         return None
+    if attrs.get("specversion") != "1.0" or not all(map(attrs.get, REQUIRED_ATTRIBUTES)):
+        return None
     if ctype is not None:
         if ctype.split(b";")[0].strip().lower() == _STRUCTURED:
             return None
-        if _BAD_CTYPE.search(attrs["datacontenttype"].encode()):
+        if _BAD_CTYPE.search(ctype):
             return None
-        if value and "json" in ctype.decode("latin-1").lower() and not _json_ok(value):
+        if value and b"json" in ctype.lower() and not _json_ok(value):
             return None
     if "time" not in attrs:  # the SDK's CloudEvent stamps the time of its creation
         attrs["time"] = datetime.now(UTC).isoformat()
@@ -287,6 +283,31 @@ def binary_attributes(
     attrs["knativekafkaoffset"] = str(offset)
     attrs.update(extensions)
     return attrs
+
+
+_INVALID = "\0"
+"""A header that leaves the record to the general path (an attribute name CloudEvents
+forbids, a ``ce_datacontenttype`` beside ``content-type``)."""
+_ATTRIBUTE_OF: dict[str, str] = {}
+"""Header name -> attribute name (``""``: not an attribute), for the names seen so far."""
+_NAMES_KEPT = 4096
+
+
+def _attribute_of(hname: str) -> str:
+    """The attribute ``codec.from_kafka`` makes of header ``hname``: ``""`` for none,
+    :data:`_INVALID` when the general path must judge the record."""
+    lower = hname.lower()
+    if lower == "content-type":
+        name = "datacontenttype"
+    elif lower.startswith("ce_"):
+        name = lower[3:]
+        if not _EXTENSION.fullmatch(name) or name == "datacontenttype":
+            name = _INVALID  # (beside content-type, the SDK's order picks the winner)
+    else:
+        name = ""
+    if len(_ATTRIBUTE_OF) < _NAMES_KEPT:
+        _ATTRIBUTE_OF[hname] = name
+    return name
 
 
 def _json_ok(value: bytes) -> bool:

@@ -56,6 +56,7 @@ attribute_sets = st.fixed_dictionaries(
         "team": st.sampled_from(TEXTS),
         "knativekafkaoffset": st.just("99"),
         "dataschema": st.text(max_size=6),
+        "partitionkey": st.sampled_from(["k", "3"]),
     },
 )
 """Valid binary-mode events: every one of them must be judged from its headers."""
@@ -175,6 +176,11 @@ def test_the_header_filter_is_the_full_event_filter(
         [("ce_specversion", b"1.0"), ("ce_id", b"\xff"), ("ce_source", b"/p"), ("ce_type", b"t")],
         [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/p"), ("ce_Ty-pe", b"t")],
         [("content-type", b"application/cloudevents+json"), ("ce_specversion", b"1.0")],
+        [
+            *[("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/p")],
+            *[("ce_type", b"t"), ("content-type", b"text/plain")],
+            ("ce_datacontenttype", b"text/html"),
+        ],
         [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/p"), ("ce_type", None)],
     ],
 )
