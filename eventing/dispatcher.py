@@ -504,7 +504,7 @@ class Dispatcher:
 
     def _wire_encoder(self) -> WireEncoder | None:
         cfg = self.config
-        if self._target is None or cfg.kind != "source":
+        if self._target is None:
             return None
         wire = WireEncoder(
             self._target,
@@ -515,6 +515,7 @@ class Dispatcher:
             max_bytes=cfg.max_record_bytes,
             extensions=cfg.extensions,
             filter=cfg.filter,
+            wrap=cfg.kind == "source",
         )
         return wire if wire.supported else None
 
@@ -531,6 +532,8 @@ class Dispatcher:
             return None
         timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
         done = partial(self._first_done, lane, records, len(records), first.timestamp_ms)
+        if self._header_filter and any(map(self._filtered_by_headers, records)):
+            return None  # the threads count it
         if self._wire is not None:
             try:
                 raw = self._wire.batch(records) if cfg.batch else self._wire.request(first)
@@ -540,8 +543,6 @@ class Dispatcher:
                 return (self._target, raw, timeout, done)
         ready: list[tuple[Consumed, CloudEvent]] = []
         for c in records:
-            if self._filtered_by_headers(c):
-                return None  # the threads count it
             try:
                 ev = self._event_of(c, self._origin(c))
             except Exception:  # the threads' path dead-letters it with its reason

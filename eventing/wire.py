@@ -64,9 +64,12 @@ class WireEncoder:
         max_bytes: larger values take the general path (which dead-letters them).
         extensions: set on every event (a KafkaSource's ``ceOverrides``).
         filter: a predicate over the attributes; events it drops take the general path.
+        wrap: False for a Trigger, whose records are binary-mode CloudEvents: one is
+            sent as it is (:meth:`request`; a batch takes the general path).
 
     ``supported`` is False when the configuration needs the general path for every record
-    (an extension that would replace a wrapped attribute, or is not a lower-case name).
+    (an extension that is not a lower-case name, or, when wrapping, one that would replace
+    a wrapped attribute).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class WireEncoder:
         max_bytes: int,
         extensions: Sequence[tuple[str, str]] = (),
         filter: Callable[[Mapping[str, Any]], bool] | None = None,
+        wrap: bool = True,
     ) -> None:
         _, _, path, host = target
         self._head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: "
@@ -88,13 +92,16 @@ class WireEncoder:
         self._key_type: KeyType = key_type
         self._max_bytes = max_bytes
         self._extensions = dict(extensions)
+        self._ext = tuple(extensions)
         self._filter = filter
+        self._wrap = wrap
         self._sources: dict[str, str] = {}
         self._second = -1
         self._second_text = ""
         names = [k for k, _ in extensions]
         self.supported = len(set(names)) == len(names) and all(
-            _EXTENSION.fullmatch(k) and k not in _WRAPPED and not k.startswith("kafkaheader")
+            _EXTENSION.fullmatch(k)
+            and (not wrap or (k not in _WRAPPED and not k.startswith("kafkaheader")))
             for k in names
         )
 
@@ -191,10 +198,38 @@ class WireEncoder:
 
     def request(self, c: Consumed) -> bytes | None:
         """The binary-mode request of one record, or None (the general path takes it)."""
+        if not self._wrap:
+            return self._passed_on(c)
         attrs = self.attributes(c)
         if attrs is None:
             return None
         body = c.record.value or b""
+        return self._binary(attrs, body)
+
+    def _passed_on(self, c: Consumed) -> bytes | None:
+        """A binary-mode CloudEvent record as ``to_http_binary`` sends its event: each
+        ``ce_x`` header as ``ce-x``, ``content-type`` as it is, the value as the body
+        (JSON under a JSON content type is re-encoded by :mod:`json`, as the general path
+        decodes and encodes it)."""
+        attrs = binary_attributes(
+            c.record, c.partition, c.offset, max_bytes=self._max_bytes, extensions=self._ext
+        )
+        if attrs is None or "data" in attrs or "extensions" in attrs:
+            return None  # (the SDK's own encoder: the general path)
+        if self._filter is not None and not self._filter(attrs):
+            return None  # filtered: the general path counts it
+        value = c.record.value
+        body = b""
+        if value:
+            ctype = attrs.get("datacontenttype", "")
+            if "json" in ctype.lower():
+                data = json.loads(value)
+                body = b"" if data is None else json.dumps(data).encode()
+            else:
+                body = value
+        return self._binary(attrs, body)
+
+    def _binary(self, attrs: Mapping[str, str], body: bytes) -> bytes:
         lines = [self._head, str(len(body)), "\r\n"]
         ctype = attrs.get("datacontenttype")
         if ctype:
@@ -208,6 +243,8 @@ class WireEncoder:
     def batch(self, records: Sequence[Consumed]) -> bytes | None:
         """The ``application/cloudevents-batch+json`` request of ``records``, or None when
         any of them must take the general path (which then takes the whole batch)."""
+        if not self._wrap:
+            return None
         items: list[dict[str, str]] = []
         for c in records:
             attrs = self.attributes(c)

@@ -20,9 +20,10 @@ from eventing.codec import KafkaRecord
 from eventing.dispatcher import Dispatcher, DispatcherConfig
 from eventing.filters import Predicate, compile_filter
 from eventing.lanes import Lane
-from eventing.wire import binary_attributes
+from eventing.wire import _json_ok, binary_attributes
 from runtime import events
 from tests.eventing.test_fuzz_records import MAX, records
+from tests.eventing.test_wire import TIME, general
 
 pytestmark = pytest.mark.unit
 
@@ -96,6 +97,8 @@ def trigger(
         made[extensions] = Dispatcher(cfg, "127.0.0.1:1")
     d = made[extensions]
     object.__setattr__(d.config, "filter", match)
+    if d._wire is not None:
+        d._wire._filter = match
     return d
 
 
@@ -220,3 +223,81 @@ def test_a_filtered_record_is_counted_and_never_becomes_an_event(
     assert d._first_attempt(lane, [c]) is None  # to the threads, which count it
     assert d._process(lane, [c]) is True
     assert d.stats.count("filtered") == before + 1
+
+
+def sent(d: Dispatcher, c: Consumed) -> tuple[bytes | None, bytes | None]:
+    """(the wire's request, the general path's) of ``c``, the time cut out when the
+    record has none (both stamp the time they ran)."""
+    assert d._wire is not None, "the trigger's wire is off"
+    fast, slow = d._wire.request(c), general(d, [c])
+    if not any(k.lower() == "ce_time" for k, _ in c.record.headers):
+        fast = None if fast is None else TIME.sub(b"", fast)
+        slow = None if slow is None else TIME.sub(b"", slow)
+    return fast, slow
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=records, extensions=EXTENSIONS, spec=filters)
+def test_the_trigger_wire_sends_what_the_general_path_sends_or_gives_up(
+    made: dict[object, Dispatcher],
+    record: KafkaRecord,
+    extensions: tuple[tuple[str, str], ...],
+    spec: list[dict[str, Any]],
+) -> None:
+    d = trigger(made, extensions, compile_filter(spec))
+    fast, slow = sent(d, Consumed("broker", 2, 17, 1_700_000_000_123, record))
+    if fast is not None:
+        assert slow is not None, "the wire accepted a record the general path refuses"
+        assert fast == slow
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    attrs=attribute_sets,
+    extensions=EXTENSIONS,
+    value=st.one_of(
+        st.sampled_from([None, b"", b"null", b"{}", b'{ "n" : [1, 2.50, "\\u00e9"] }']),
+        st.binary(max_size=20),
+    ),
+    ctype=st.sampled_from([None, b"application/json", b"text/plain", b"Application/JSON; x=1"]),
+    key=st.one_of(st.none(), st.sampled_from([b"k", "\u00e9".encode()])),
+)
+def test_events_the_filter_passes_take_the_trigger_wire(
+    made: dict[object, Dispatcher],
+    attrs: dict[str, str],
+    extensions: tuple[tuple[str, str], ...],
+    value: bytes | None,
+    ctype: bytes | None,
+    key: bytes | None,
+) -> None:
+    """Valid events take the wire (else the test above proves nothing), byte for byte."""
+    d = trigger(made, extensions, compile_filter([]))
+    rec = binary_record(attrs, value, key)
+    headers = [h for h in rec.headers if h[0] != "content-type"]
+    if ctype is not None:
+        headers.append(("content-type", ctype))
+    c = Consumed("broker", 0, 99, 1, KafkaRecord(value=value, key=key, headers=headers))
+    fast, slow = sent(d, c)
+    if not (value and ctype and b"json" in ctype.lower()) or _json_ok(value):
+        assert fast is not None
+    if fast is not None:
+        assert fast == slow
+
+
+def test_a_dropped_record_never_takes_the_wire(made: dict[object, Dispatcher]) -> None:
+    d = trigger(made, (), compile_filter([{"exact": {"type": "mlfn.model.published"}}]))
+    rec = binary_record({"type": "mlfn.features", "source": "/p", "id": "1"}, b"{}", None)
+    assert d._wire is not None
+    assert d._wire.request(Consumed("broker", 0, 5, 1, rec)) is None
+
+
+@pytest.mark.parametrize("name", ["ce_data", "ce_extensions"])
+def test_attributes_the_sdk_encodes_its_own_way_leave_the_wire(
+    made: dict[object, Dispatcher], name: str
+) -> None:
+    """The SDK drops ``data`` and refuses ``extensions``: the general path decides."""
+    d = trigger(made, (), compile_filter([]))
+    rec = binary_record({"type": "t", "source": "/p", "id": "1"}, b"{}", None)
+    c = Consumed("broker", 0, 5, 1, KafkaRecord(rec.value, None, [*rec.headers, (name, b"x")]))
+    assert d._wire is not None
+    assert d._wire.request(c) is None
