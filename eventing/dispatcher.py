@@ -19,6 +19,10 @@ Semantics (Knative's, plus durable retry state and batching):
 - Every delivered event gets the extensions Knative's Kafka dispatcher adds
   (``knativekafkapartition``, ``knativekafkaoffset``: where the record was read) and the
   config's ``extensions`` (a KafkaSource's ``ceOverrides``), before filters see it.
+- A filter judges a binary-mode CloudEvent record from its ``ce_*`` headers alone
+  (:func:`eventing.wire.binary_attributes`, the same attributes as the full event): a
+  record it drops is counted as filtered without building its event; anything unusual is
+  judged on the full event, as before.
 
 Threads: one consumer thread owns the Kafka consumer (poll, commit, pause); rebalance
 callbacks run on kafka-python's IO thread during a poll and only swap lanes; the first
@@ -61,7 +65,7 @@ from eventing.records import (
 from eventing.retrystate import KafkaRetryState, MemoryRetryState, RetryState
 from eventing.settings import EventingSettings
 from eventing.stats import DispatchStats
-from eventing.wire import WireEncoder
+from eventing.wire import WireEncoder, binary_attributes
 from runtime import events
 from runtime.events import CloudEvent, HttpMessage
 from runtime.settings import CommonSettings, default_of
@@ -142,6 +146,13 @@ class Dispatcher:
         self._commit_sent = 0.0
         self._commit_failing = False
         self._wire = self._wire_encoder()
+        names = [k for k, _ in config.extensions]
+        # extensions the SDK would rename or merge (it lower-cases names) leave it off
+        self._header_filter = (
+            config.filter is not None
+            and len(set(names)) == len(names)
+            and all(_LOWER_NAME.fullmatch(k) for k in names)
+        )
         self.error: BaseException | None = None
         self.stop_requested = False
         self.unfinished = 0
@@ -472,9 +483,28 @@ class Dispatcher:
             **dict(cfg.extensions),
         )
 
+    def _filtered_by_headers(self, c: Consumed) -> bool:
+        """True when the filter drops ``c``, judged from its ``ce_*`` headers without
+        building its event (:func:`eventing.wire.binary_attributes`); False when it
+        passes or the general path must judge it."""
+        if not self._header_filter:
+            return False
+        cfg = self.config
+        try:
+            attrs = binary_attributes(
+                c.record,
+                c.partition,
+                c.offset,
+                max_bytes=cfg.max_record_bytes,
+                extensions=cfg.extensions,
+            )
+        except Exception:  # (a header without a value...) the general path says why
+            return False
+        return attrs is not None and cfg.filter is not None and not cfg.filter(attrs)
+
     def _wire_encoder(self) -> WireEncoder | None:
         cfg = self.config
-        if self._target is None or cfg.kind != "source":
+        if self._target is None:
             return None
         wire = WireEncoder(
             self._target,
@@ -485,6 +515,7 @@ class Dispatcher:
             max_bytes=cfg.max_record_bytes,
             extensions=cfg.extensions,
             filter=cfg.filter,
+            wrap=cfg.kind == "source",
         )
         return wire if wire.supported else None
 
@@ -501,6 +532,8 @@ class Dispatcher:
             return None
         timeout = cfg.delivery.timeout.total_seconds() if cfg.delivery.timeout else None
         done = partial(self._first_done, lane, records, len(records), first.timestamp_ms)
+        if self._header_filter and any(map(self._filtered_by_headers, records)):
+            return None  # the threads count it
         if self._wire is not None:
             try:
                 raw = self._wire.batch(records) if cfg.batch else self._wire.request(first)
@@ -597,6 +630,9 @@ class Dispatcher:
         ready: list[tuple[Consumed, CloudEvent]] = []
         single = HttpMessage({}, b"")
         for c in records:
+            if self._filtered_by_headers(c):
+                self.stats.add("filtered")
+                continue
             origin = self._origin(c)
             try:
                 ev = self._event_of(c, origin)
@@ -771,6 +807,7 @@ class Dispatcher:
 
 _BAD_HEADER_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _BAD_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+_LOWER_NAME = re.compile(r"[a-z0-9]+")
 
 
 def _check_sendable(msg: HttpMessage) -> None:

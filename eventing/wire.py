@@ -30,12 +30,13 @@ from typing import Any
 import orjson
 
 from eventing._kafka import Consumed
+from eventing.codec import KafkaRecord
 from eventing.errors import MalformedRecordError
 from eventing.naming import kafka_source_uri
 from eventing.records import KAFKA_EVENT_TYPE, ORIGIN_HEADER, KeyType, decode_key
-from runtime.events import BATCH_CONTENT_TYPE, _quote_header
+from runtime.events import BATCH_CONTENT_TYPE, REQUIRED_ATTRIBUTES, _quote_header
 
-__all__ = ["WireEncoder"]
+__all__ = ["WireEncoder", "binary_attributes"]
 
 _NOT_HEADER_CHAR = re.compile(r"[^a-z0-9]")
 _BAD_CTYPE = re.compile(rb"[^\x20-\x7e]")
@@ -63,9 +64,12 @@ class WireEncoder:
         max_bytes: larger values take the general path (which dead-letters them).
         extensions: set on every event (a KafkaSource's ``ceOverrides``).
         filter: a predicate over the attributes; events it drops take the general path.
+        wrap: False for a Trigger, whose records are binary-mode CloudEvents: one is
+            sent as it is (:meth:`request`; a batch takes the general path).
 
     ``supported`` is False when the configuration needs the general path for every record
-    (an extension that would replace a wrapped attribute, or is not a lower-case name).
+    (an extension that is not a lower-case name, or, when wrapping, one that would replace
+    a wrapped attribute).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class WireEncoder:
         max_bytes: int,
         extensions: Sequence[tuple[str, str]] = (),
         filter: Callable[[Mapping[str, Any]], bool] | None = None,
+        wrap: bool = True,
     ) -> None:
         _, _, path, host = target
         self._head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: "
@@ -87,13 +92,16 @@ class WireEncoder:
         self._key_type: KeyType = key_type
         self._max_bytes = max_bytes
         self._extensions = dict(extensions)
+        self._ext = tuple(extensions)
         self._filter = filter
+        self._wrap = wrap
         self._sources: dict[str, str] = {}
         self._second = -1
         self._second_text = ""
         names = [k for k, _ in extensions]
         self.supported = len(set(names)) == len(names) and all(
-            _EXTENSION.fullmatch(k) and k not in _WRAPPED and not k.startswith("kafkaheader")
+            _EXTENSION.fullmatch(k)
+            and (not wrap or (k not in _WRAPPED and not k.startswith("kafkaheader")))
             for k in names
         )
 
@@ -190,10 +198,38 @@ class WireEncoder:
 
     def request(self, c: Consumed) -> bytes | None:
         """The binary-mode request of one record, or None (the general path takes it)."""
+        if not self._wrap:
+            return self._passed_on(c)
         attrs = self.attributes(c)
         if attrs is None:
             return None
         body = c.record.value or b""
+        return self._binary(attrs, body)
+
+    def _passed_on(self, c: Consumed) -> bytes | None:
+        """A binary-mode CloudEvent record as ``to_http_binary`` sends its event: each
+        ``ce_x`` header as ``ce-x``, ``content-type`` as it is, the value as the body
+        (JSON under a JSON content type is re-encoded by :mod:`json`, as the general path
+        decodes and encodes it)."""
+        attrs = binary_attributes(
+            c.record, c.partition, c.offset, max_bytes=self._max_bytes, extensions=self._ext
+        )
+        if attrs is None or "data" in attrs or "extensions" in attrs:
+            return None  # (the SDK's own encoder: the general path)
+        if self._filter is not None and not self._filter(attrs):
+            return None  # filtered: the general path counts it
+        value = c.record.value
+        body = b""
+        if value:
+            ctype = attrs.get("datacontenttype", "")
+            if "json" in ctype.lower():
+                data = json.loads(value)
+                body = b"" if data is None else json.dumps(data).encode()
+            else:
+                body = value
+        return self._binary(attrs, body)
+
+    def _binary(self, attrs: Mapping[str, str], body: bytes) -> bytes:
         lines = [self._head, str(len(body)), "\r\n"]
         ctype = attrs.get("datacontenttype")
         if ctype:
@@ -207,6 +243,8 @@ class WireEncoder:
     def batch(self, records: Sequence[Consumed]) -> bytes | None:
         """The ``application/cloudevents-batch+json`` request of ``records``, or None when
         any of them must take the general path (which then takes the whole batch)."""
+        if not self._wrap:
+            return None
         items: list[dict[str, str]] = []
         for c in records:
             attrs = self.attributes(c)
@@ -219,6 +257,94 @@ class WireEncoder:
         body = json.dumps(items).encode()
         head = f"{self._head}{len(body)}\r\ncontent-type: {BATCH_CONTENT_TYPE}\r\n\r\n"
         return head.encode("latin-1") + body
+
+
+def binary_attributes(
+    record: KafkaRecord,
+    partition: int,
+    offset: int,
+    *,
+    max_bytes: int,
+    extensions: Sequence[tuple[str, str]] = (),
+) -> dict[str, str] | None:
+    """The attributes a filter sees on the event of a binary-mode CloudEvent record,
+    read from its ``ce_*`` headers alone; None when the record must take the general path.
+
+    The same dict, in the same order, as ``events.attributes`` of the dispatcher's
+    ``_event_of`` (``codec.from_kafka``, then Knative's ``knativekafka*`` extensions and the
+    config's ``extensions``), without decoding the value: so a trigger drops the records
+    its filter rejects without building their events (pinned by a property test,
+    ``tests/eventing/test_wire.py``). Only a missing ``time`` differs: the SDK stamps the
+    time of the event's creation, this the time of the call.
+
+    None for anything the general path must judge (and may dead-letter with its reason):
+    no ``ce_specversion`` or not ``1.0``, a structured-mode content type, a required
+    attribute missing or empty, a header or key that is not UTF-8, an attribute name
+    that is not lower-case letters and digits, a content type that is not printable
+    ASCII, a JSON content type over a value :mod:`orjson` does not accept, an oversize
+    value.
+    """
+    value = record.value
+    if value is not None and len(value) > max_bytes:
+        return None
+    attrs: dict[str, str] = {}
+    ctype: bytes | None = None
+    names = _ATTRIBUTE_OF
+    try:
+        for hname, hvalue in record.headers:
+            name = names.get(hname)
+            if name is None:
+                name = _attribute_of(hname)
+            if name is _INVALID:
+                return None
+            if name:
+                attrs[name] = hvalue.decode()
+                if name == "datacontenttype":
+                    ctype = hvalue
+        if record.key is not None:
+            attrs["partitionkey"] = record.key.decode()
+    except UnicodeDecodeError:
+        return None
+    if attrs.get("specversion") != "1.0" or not all(map(attrs.get, REQUIRED_ATTRIBUTES)):
+        return None
+    if ctype is not None:
+        if ctype.split(b";")[0].strip().lower() == _STRUCTURED:
+            return None
+        if _BAD_CTYPE.search(ctype):
+            return None
+        if value and b"json" in ctype.lower() and not _json_ok(value):
+            return None
+    if "time" not in attrs:  # the SDK's CloudEvent stamps the time of its creation
+        attrs["time"] = datetime.now(UTC).isoformat()
+    attrs["knativekafkapartition"] = str(partition)
+    attrs["knativekafkaoffset"] = str(offset)
+    attrs.update(extensions)
+    return attrs
+
+
+_INVALID = "\0"
+"""A header that leaves the record to the general path (an attribute name CloudEvents
+forbids, a ``ce_datacontenttype`` beside ``content-type``)."""
+_ATTRIBUTE_OF: dict[str, str] = {}
+"""Header name -> attribute name (``""``: not an attribute), for the names seen so far."""
+_NAMES_KEPT = 4096
+
+
+def _attribute_of(hname: str) -> str:
+    """The attribute ``codec.from_kafka`` makes of header ``hname``: ``""`` for none,
+    :data:`_INVALID` when the general path must judge the record."""
+    lower = hname.lower()
+    if lower == "content-type":
+        name = "datacontenttype"
+    elif lower.startswith("ce_"):
+        name = lower[3:]
+        if not _EXTENSION.fullmatch(name) or name == "datacontenttype":
+            name = _INVALID  # (beside content-type, the SDK's order picks the winner)
+    else:
+        name = ""
+    if len(_ATTRIBUTE_OF) < _NAMES_KEPT:
+        _ATTRIBUTE_OF[hname] = name
+    return name
 
 
 def _json_ok(value: bytes) -> bool:
