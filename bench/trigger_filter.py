@@ -115,9 +115,11 @@ def main() -> None:
     for name, us in rows:
         print(f"{name:<22} {us:>14.1f}")
     ratio = rows[0][1] / rows[1][1]
-    print(f"target: ce_* headers >= 5x cheaper than the full event: {ratio:.1f}x")
+    print(
+        f"a dropped record, ce_* headers vs the full event: {ratio:.1f}x cheaper (no target of its own: it feeds the delivery and soak targets)"
+    )
     ratio = rows[3][1] / rows[4][1]
-    print(f"target: a passed record's wire >= 3x cheaper than the general path: {ratio:.1f}x")
+    print(f"a passed record, the wire vs the general path: {ratio:.1f}x cheaper")
 
 
 if __name__ == "__main__":
