@@ -263,17 +263,20 @@ def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dic
         else ()
     )
     blobs: list[bytes] = []
-    for out in reply["outputs"] if default or listed else ():
+    binary = default or listed
+    for out in reply["outputs"]:
         name = out["name"]
-        if not (name in listed or (default and name not in named)):
-            continue
-        blob = encode_raw(out["datatype"], out.pop("data"))
-        out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(blob)}
-        blobs.append(blob)
-    for out in reply["outputs"]:  # the fast encoder's arrays that stay JSON
-        data = out.get("data")
-        if isinstance(data, np.ndarray):
-            out["data"] = data.tolist()
+        if binary and (name in listed or (default and name not in named)):
+            blob = encode_raw(out["datatype"], out.pop("data"))
+            params = out.get("parameters")
+            out["parameters"] = (
+                {**params, "binary_data_size": len(blob)}
+                if params
+                else {"binary_data_size": len(blob)}
+            )
+            blobs.append(blob)
+        elif isinstance(out.get("data"), np.ndarray):  # the fast encoder's, staying JSON
+            out["data"] = out["data"].tolist()
     head = to_json(reply)  # compact, UTF-8; NaN and big ints as json.dumps writes them
     if not blobs:
         return {"Content-Type": "application/json"}, head

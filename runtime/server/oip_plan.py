@@ -71,8 +71,11 @@ def encode_plain(
 ) -> list[dict[str, Any]] | None:
     """Output tensors (``data``: a flat numpy array), as ``encode_outputs`` would make them
     from the dumped responses; or None where it would take its general path."""
-    if not results or any(type(r) is not model for r in results):
+    if not results:
         return None
+    for r in results:
+        if type(r) is not model:
+            return None
     outputs = []
     for name in fields if wanted is None else [n for n in fields if n in wanted]:
         column = [getattr(r, name) for r in results]
