@@ -24,7 +24,7 @@ from runtime import events
 from runtime.context import Context
 from runtime.errors import InvalidEvent
 from runtime.function import Function
-from runtime.server import oip, oip_binary
+from runtime.server import oip, oip_binary, oip_plan
 from runtime.server.batching import Batcher, check_results
 from runtime.server.errors import BadRequest, UnsupportedMediaType, from_validation
 from runtime.server.metrics import Metrics
@@ -109,6 +109,7 @@ class Dispatcher:
         )
         self.batcher: Batcher[BaseModel, BaseModel] | None = None
         self.versions = PinnedVersions()
+        self._plain = oip_plan.plain_fields(function.response_model)  # the fast OIP encoder
         # under gevent a request never yields while it runs the model: without a pause a
         # connection whose client answers fast is served again and again, others starve
         self._pause = _cooperative_yield()
@@ -243,7 +244,7 @@ class Dispatcher:
             except ValueError as err:
                 raise BadRequest(f"malformed JSON: {err}") from None
             arrays = {}
-        reply = self.oip_reply(payload, arrays, version)
+        reply = self.oip_reply(payload, arrays, version, arrays_out=True)
         return oip_binary.encode_reply(reply, payload)
 
     def oip_reply(
@@ -251,13 +252,16 @@ class Dispatcher:
         payload: Any,
         arrays: Mapping[int, Any] | None = None,
         version: str | None = None,
+        *,
+        arrays_out: bool = False,
     ) -> dict[str, Any]:
         """The protocol-neutral core of an inference request: tensors in, tensors out.
 
         ``payload`` is the OIP request object (``inputs``, ``outputs``, ``parameters``,
         ``id``); ``arrays`` holds inputs decoded from raw bytes by index; ``version``
         pins a model version (None or the served one: the batcher's current model).
-        Both the REST and the gRPC binding call this.
+        Both the REST and the gRPC binding call this. ``arrays_out``: an output's ``data``
+        may be a flat numpy array (the bindings write it with ``tobytes`` or ``tolist``).
         """
         pinned = self.versions.pinned(self.model, version) if version else None
         self.announce()
@@ -275,16 +279,26 @@ class Dispatcher:
         else:
             self.withdraw()
             results, served = self.predict_with(pinned, rows)
-        encoded = [self._encode(r, served) for r in results]
-        for item in encoded:
-            item.pop("model_version", None)
         wanted = None
         if isinstance(payload.get("outputs"), list):
             wanted = [str(o.get("name")) for o in payload["outputs"] if isinstance(o, dict)]
+        outputs = None
+        if self._plain is not None:
+            model = self.function.response_model
+            assert model is not None
+            outputs = oip_plan.encode_plain(results, model, self._plain, wanted, whole=whole)
+            if outputs is not None and not arrays_out:
+                for out in outputs:
+                    out["data"] = out["data"].tolist()
+        if outputs is None:
+            encoded = [self._encode(r, served) for r in results]
+            for item in encoded:
+                item.pop("model_version", None)
+            outputs = oip.encode_outputs(encoded, wanted, whole=whole)
         reply: dict[str, Any] = {
             "model_name": self.spec.name,
             "model_version": None if served is None else str(served),
-            "outputs": oip.encode_outputs(encoded, wanted, whole=whole),
+            "outputs": outputs,
         }
         if payload.get("id") not in (None, ""):
             reply["id"] = payload["id"]

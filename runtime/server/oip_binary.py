@@ -136,8 +136,11 @@ def _decode_bytes(where: str, dims: list[int], count: int, raw: bytes) -> NDArra
     return out.reshape(dims)
 
 
-def encode_raw(datatype: str, flat: list[Any]) -> bytes:
-    """Raw bytes of a flat list of values (row-major), as :func:`decode_raw` reads them."""
+def encode_raw(datatype: str, flat: list[Any] | NDArray[Any]) -> bytes:
+    """Raw bytes of a flat list (or numpy array) of values, row-major, as :func:`decode_raw`
+    reads them."""
+    if isinstance(flat, np.ndarray) and datatype != "BYTES":
+        return flat.astype(NUMPY[datatype], copy=False).tobytes()
     if datatype == "BYTES":
         parts = []
         for v in flat:
@@ -173,6 +176,11 @@ def split_request(
         raise BadRequest(f"malformed JSON in the first {n} bytes (the header): {err}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise BadRequest('an inference request is a JSON object with an "inputs" list of tensors')
+    inputs = payload["inputs"]
+    if len(inputs) == 1:
+        one = _one_input(body, n, inputs[0])
+        if one is not None:
+            return payload, {0: one}
     arrays: dict[int, NDArray[Any]] = {}
     pos = n
     for k, tensor in enumerate(payload["inputs"]):
@@ -202,6 +210,26 @@ def split_request(
             "of the inputs must add up to the body after the header"
         )
     return payload, arrays
+
+
+def _one_input(body: bytes, n: int, tensor: Any) -> NDArray[Any] | None:
+    """The common request's only tensor, numeric and the rest of the body, read at once;
+    or None (then the general loop reads it, and names any problem)."""
+    if type(tensor) is not dict or "data" in tensor:
+        return None
+    params, shape = tensor.get("parameters"), tensor.get("shape")
+    size = params.get("binary_data_size") if type(params) is dict else None
+    dtype = NUMPY.get(tensor.get("datatype"))  # type: ignore[arg-type]
+    if dtype is None or type(size) is not int or size != len(body) - n or type(shape) is not list:
+        return None
+    count = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            return None
+        count *= d
+    if not size or count * dtype.itemsize != size:
+        return None
+    return np.frombuffer(body, dtype=dtype, offset=n).reshape(shape)
 
 
 def _flag(params: Any, key: str) -> bool | None:
@@ -235,13 +263,20 @@ def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dic
         else ()
     )
     blobs: list[bytes] = []
-    for out in reply["outputs"] if default or listed else ():
+    binary = default or listed
+    for out in reply["outputs"]:
         name = out["name"]
-        if not (name in listed or (default and name not in named)):
-            continue
-        blob = encode_raw(out["datatype"], out.pop("data"))
-        out["parameters"] = {**out.get("parameters", {}), "binary_data_size": len(blob)}
-        blobs.append(blob)
+        if binary and (name in listed or (default and name not in named)):
+            blob = encode_raw(out["datatype"], out.pop("data"))
+            params = out.get("parameters")
+            out["parameters"] = (
+                {**params, "binary_data_size": len(blob)}
+                if params
+                else {"binary_data_size": len(blob)}
+            )
+            blobs.append(blob)
+        elif isinstance(out.get("data"), np.ndarray):  # the fast encoder's, staying JSON
+            out["data"] = out["data"].tolist()
     head = to_json(reply)  # compact, UTF-8; NaN and big ints as json.dumps writes them
     if not blobs:
         return {"Content-Type": "application/json"}, head

@@ -155,7 +155,9 @@ class InferenceService:
         self.app.check_model_name(request.model_name)
         payload, arrays = codec.request_payload(request)
         version = request.model_version or None
-        reply = self.app.guarded(lambda: self.app.dispatcher.oip_reply(payload, arrays, version))
+        reply = self.app.guarded(
+            lambda: self.app.dispatcher.oip_reply(payload, arrays, version, arrays_out=True)
+        )
         return codec.response_message(reply)
 
 
