@@ -11,7 +11,9 @@ response leaves in one ``sendall``.
 HTTP/1.1 as clients and proxies use it: keep-alive (HTTP/1.0 only when asked),
 pipelining (answered in order), ``Expect: 100-continue``, chunked request bodies, ``HEAD``.
 The body limit (``MLFN_MAX_BODY_BYTES``) is checked from ``Content-Length`` before the
-body is read, and while a chunked one arrives: 413, and the connection closes. A request
+body is read, and while a chunked one arrives: 413, and the connection closes. While the
+server is full, a new connection whose first request (a complete ``POST``) is already
+there is answered 503 from the accept callback (:func:`shed_at_accept`). A request
 that does not parse gets 400 and the connection closes. Every status still comes from
 :mod:`runtime.server.errors` through the app.
 
