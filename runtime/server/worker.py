@@ -11,7 +11,9 @@ response leaves in one ``sendall``.
 HTTP/1.1 as clients and proxies use it: keep-alive (HTTP/1.0 only when asked),
 pipelining (answered in order), ``Expect: 100-continue``, chunked request bodies, ``HEAD``.
 The body limit (``MLFN_MAX_BODY_BYTES``) is checked from ``Content-Length`` before the
-body is read, and while a chunked one arrives: 413, and the connection closes. A request
+body is read, and while a chunked one arrives: 413, and the connection closes. While the
+server is full, a new connection whose first request (a complete ``POST``) is already
+there is answered 503 from the accept callback (:func:`shed_at_accept`). A request
 that does not parse gets 400 and the connection closes. Every status still comes from
 :mod:`runtime.server.errors` through the app.
 
@@ -30,7 +32,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import httptools
@@ -38,7 +40,14 @@ import httptools
 from runtime.server import errors as e
 from runtime.server.app import App, Request, Response
 
-__all__ = ["SATURATED_ACCEPTS", "STOP_LINGER_S", "serve_connection", "worker_class"]
+__all__ = [
+    "SATURATED_ACCEPTS",
+    "STOP_LINGER_S",
+    "ShedAtAccept",
+    "serve_connection",
+    "shed_at_accept",
+    "worker_class",
+]
 
 STOP_LINGER_S = 1.5
 """How long a stopping worker keeps idle kept-alive connections open (checked each second)."""
@@ -286,6 +295,68 @@ def serve_connection(
                 return
 
 
+class ShedAtAccept(NamedTuple):
+    """A new connection's first request, answered 503 from the accept callback."""
+
+    keep: bool
+    """The connection stays open (keep-alive): serve it once it has rested."""
+    unsent: bytes
+    """What of the answer the socket did not take at once (sent by the connection's
+    greenlet)."""
+    rest: Callable[[], None] | None
+    """How the connection rests (its ``Retry-After``) before its next request is read."""
+
+
+def shed_at_accept(app: App, sock: socket.socket, *, alive: bool = True) -> ShedAtAccept | None:
+    """Answer a just-accepted connection's first request with a shed 503, if it is one.
+
+    Called from the accept callback (in gevent's hub: nothing here may block or switch)
+    while the lock-free look says a ``POST`` would be shed now. The bytes already there
+    are peeked, not read: unless they are exactly one complete request that would be
+    shed (a ``POST``, head and body, nothing after it), they stay for the normal path
+    and this answers None. Otherwise the request is consumed and answered as
+    :func:`serve_connection` answers it (same 503, metric and log), without a greenlet
+    spawned first or a turn of the event loop in between.
+    """
+    if not app.sheds("POST"):
+        return None
+    raw = getattr(sock, "_sock", sock)
+    try:
+        data = raw.recv(MAX_HEAD_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing there yet (or gone): the normal path waits for it
+        return None
+    if not data:
+        return None
+    msg = _Message(app.settings.server.max_body_bytes, app.sheds)
+    parser = httptools.HttpRequestParser(msg)
+    msg.parser = parser
+    try:
+        parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None  # the normal path answers it
+    if len(msg.complete) != 1 or msg.in_message or msg.reject is not None:
+        return None
+    req, keep, http10, shed = msg.complete[0]
+    if not shed:
+        return None
+    try:
+        taken = raw.recv(len(data), socket.MSG_DONTWAIT)
+    except OSError:
+        return ShedAtAccept(False, b"", None)
+    if len(taken) != len(data):  # cannot happen (the bytes were there); do not guess
+        return ShedAtAccept(False, b"", None)
+    keep = keep and alive
+    resp = app.shed_response(_request_id(req.headers))
+    out = encode(resp, keep_alive=keep, http10=http10)
+    try:
+        sent = raw.send(out, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        return ShedAtAccept(False, b"", None)
+    return ShedAtAccept(keep, out[sent:], app.rest_for(resp) if keep else None)
+
+
 class _HeadTooLarge(e.HttpError):
     status, code = 431, "headers_too_large"
 
@@ -358,6 +429,7 @@ def worker_class() -> type:
         """
 
         saturated: Callable[[], bool] = staticmethod(lambda: False)
+        at_accept: Callable[[socket.socket], ShedAtAccept | None] = staticmethod(lambda sock: None)
         _calm: int = StreamServer.max_accept  # gevent's 100, unless gunicorn sets 1
 
         @property
@@ -367,6 +439,19 @@ def worker_class() -> type:
         @max_accept.setter
         def max_accept(self, value: int) -> None:
             self._calm = value
+
+        def do_handle(self, client: socket.socket, address: Any) -> None:
+            """Shed a new connection's first request right here when it can be
+            (:func:`shed_at_accept`); else, and for what follows, the connection's
+            greenlet."""
+            early = self.at_accept(client)
+            if early is None:
+                super().do_handle(client, address)
+            elif early.keep or early.unsent:
+                super().do_handle(client, address, early)
+            else:
+                with contextlib.suppress(OSError):
+                    client.close()
 
     class MlfnWorker(GeventWorker):  # type: ignore[misc]
         accept_loop = AcceptLoop
@@ -385,17 +470,38 @@ def worker_class() -> type:
         def run(self) -> None:
             limiter = self.wsgi.limiter
             AcceptLoop.saturated = staticmethod(lambda: limiter.saturated)
+            app, tracker = self.wsgi, self._tracker
+
+            def at_accept(sock: socket.socket) -> ShedAtAccept | None:
+                return shed_at_accept(app, sock, alive=tracker.alive)
+
+            AcceptLoop.at_accept = staticmethod(at_accept)
             ggevent.StreamServer = AcceptLoop  # what gunicorn's run() builds, in this process
             gevent.spawn(_freeze_when_ready, self.wsgi)
             super().run()
 
-        def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        def handle(
+            self,
+            listener: Any,
+            client: socket.socket,
+            addr: Any,
+            early: ShedAtAccept | None = None,
+        ) -> None:
             client.setblocking(True)
             with contextlib.suppress(OSError):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
+                if early is not None:  # its first request was answered at accept
+                    if early.unsent:
+                        client.sendall(early.unsent)
+                    if not early.keep:
+                        return
+                    if early.rest is not None:
+                        early.rest()
+                    if not self._tracker.alive:
+                        return
                 serve_connection(self.wsgi, client, self._tracker, keepalive_s=self.cfg.keepalive)
-            except gevent.GreenletExit:
+            except (gevent.GreenletExit, OSError):
                 pass
             finally:
                 with contextlib.suppress(OSError):
