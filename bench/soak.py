@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -270,7 +271,9 @@ def _print(r: dict[str, Any]) -> None:
         f"(produced in {r['produce_s']:.0f} s, drained {r['drain_s']:.1f} s after), "
         "inference on predict meanwhile"
     )
-    print("(shared 2-core machine: figures are disturbed by other work)")
+    print(
+        f"(load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
     rows = [
         ("produced", f"{produced}", ""),
         ("stored (dataset rows)", f"{stored}", f"= produced ({produced})"),
