@@ -97,10 +97,10 @@ class Fleet:
         self._mem = mmap.mmap(fd, size, mmap.MAP_SHARED)
         self._mem[: _HEAD.size] = _HEAD.pack(0, 0, 0, workers, 0)
         self._row: int | None = None
-        # the lock between processes is lockf; this one keeps a worker's threads in turn
-        # (record locks are per process, so two threads of one worker would both get it).
-        # Made again in join(): after the fork, and after gevent patched threading.
-        self._local = threading.Lock()
+        # the lock between processes is lockf; this one keeps a worker's threads (greenlets)
+        # in turn (record locks are per process, so two threads of one worker would both
+        # get it). Made again in join(): after the fork, and after gevent patched threading.
+        self._local: _Wake = threading.Lock()
         self._yield: Callable[[float], object] | None = None  # set in join() under gevent
 
     # --- the lock --------------------------------------------------------------------
@@ -169,8 +169,8 @@ class Fleet:
     def join(self) -> None:
         """Claim a row for this process (a worker, after the fork)."""
         pid = os.getpid()
-        self._local = threading.Lock()
         self._yield = cooperative_sleep()
+        self._local = _cooperative_lock() if self._yield is not None else threading.Lock()
         with self._locked():
             free = None
             for i in range(self.rows):
@@ -286,6 +286,14 @@ class _Wake(Protocol):
     def acquire(self) -> object: ...
 
     def release(self) -> object: ...
+
+
+def _cooperative_lock() -> _Wake:
+    """gevent's C semaphore as a lock (the patched ``threading.Lock`` wraps one in Python)."""
+    from gevent.lock import Semaphore
+
+    lock: _Wake = Semaphore(1)
+    return lock
 
 
 def _wake_factory() -> Callable[[], _Wake]:
