@@ -18,7 +18,12 @@ forks:
 
 The table is a file mapped ``MAP_SHARED`` (unlinked at once: nothing stays on disk);
 its lock is a POSIX record lock (``lockf``) on the same file, which the kernel releases
-when a worker dies holding it. Each worker owns a row (its pid and its own counts); when
+when a worker dies holding it. Under gevent a worker never blocks in ``lockf``: it tries
+without waiting and, while another worker holds the lock, lets its other greenlets run
+(:meth:`Fleet._lock`). A blocking ``lockf`` froze the whole event loop for as long as
+the holder was off the CPU: on a busy machine the holder is preempted with the lock held
+(lock-holder preemption), and every request and accept of the waiting worker stood still
+for a scheduler time slice. Each worker owns a row (its pid and its own counts); when
 gunicorn reaps a worker, the master subtracts that row from the totals, so a worker
 killed mid-request (timeout, OOM) leaks no slot.
 
@@ -27,6 +32,7 @@ A single-worker server does not use any of this (the lean path).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -36,10 +42,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Protocol
 
 from runtime.server.errors import Overloaded
-from runtime.server.limits import ShedPacer
+from runtime.server.limits import ShedPacer, cooperative_sleep
 
 __all__ = ["POLL_SECONDS", "WATCH_SECONDS", "Fleet", "SharedLimiter"]
 
@@ -48,6 +55,15 @@ WATCH_SECONDS = 0.1
 
 POLL_SECONDS = 0.005
 """How often a worker with queued requests looks for slots freed in another worker."""
+
+LOCK_SPINS = 3
+"""Turns of the event loop a gevent worker yields (``sleep(0)``) while another worker holds
+the table's lock, before it waits :data:`LOCK_BACKOFF_S` between tries."""
+
+LOCK_BACKOFF_S = 0.0002
+"""The wait between tries for a lock still held after :data:`LOCK_SPINS` turns."""
+
+_BUSY = (errno.EACCES, errno.EAGAIN)
 
 _HEAD = struct.Struct("qqqqq")  # running, waiting, generation, expected workers, queuing
 _ROW = struct.Struct("qqqq")  # pid (0: free), running, waiting, ready
@@ -81,21 +97,56 @@ class Fleet:
         self._mem = mmap.mmap(fd, size, mmap.MAP_SHARED)
         self._mem[: _HEAD.size] = _HEAD.pack(0, 0, 0, workers, 0)
         self._row: int | None = None
-        # the lock between processes is lockf; this one keeps a worker's threads in turn
-        # (record locks are per process, so two threads of one worker would both get it).
-        # Made again in join(): after the fork, and after gevent patched threading.
-        self._local = threading.Lock()
+        # the lock between processes is lockf; this one keeps a worker's threads (greenlets)
+        # in turn (record locks are per process, so two threads of one worker would both
+        # get it). Made again in join(): after the fork, and after gevent patched threading.
+        self._local: _Wake = threading.Lock()
+        self._yield: Callable[[float], object] | None = None  # set in join() under gevent
 
     # --- the lock --------------------------------------------------------------------
 
+    def _lock(self) -> None:
+        """Take the table's lock (release it with :meth:`_unlock`).
+
+        With threads, ``lockf`` blocks only the calling thread. Under gevent it would block
+        the worker's only thread, so the lock is tried without waiting and, while another
+        worker holds it, the other greenlets run between tries (see the module).
+        """
+        self._local.acquire()
+        pause = self._yield
+        if pause is None:
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._local.release()
+                raise
+            return
+        tries = 0
+        try:
+            while True:
+                try:
+                    fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except OSError as err:
+                    if err.errno not in _BUSY:
+                        raise
+                tries += 1
+                pause(0 if tries <= LOCK_SPINS else LOCK_BACKOFF_S)
+        except BaseException:
+            self._local.release()
+            raise
+
+    def _unlock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        self._local.release()
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._local:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        self._lock()
+        try:
+            yield
+        finally:
+            self._unlock()
 
     def _head(self) -> tuple[int, int, int, int, int]:
         """Running and waiting totals, swap generation, expected workers, and how many
@@ -118,7 +169,8 @@ class Fleet:
     def join(self) -> None:
         """Claim a row for this process (a worker, after the fork)."""
         pid = os.getpid()
-        self._local = threading.Lock()
+        self._yield = cooperative_sleep()
+        self._local = _cooperative_lock() if self._yield is not None else threading.Lock()
         with self._locked():
             free = None
             for i in range(self.rows):
@@ -217,14 +269,47 @@ class Fleet:
 
 
 class _Waiter:
-    """A queued request of this worker: its lock is released when it is given a slot."""
+    """A queued request of this worker, asleep on ``wake`` until it is given a slot or its
+    ``deadline`` (monotonic seconds) passes; the poller expires it then (no timer each)."""
 
-    __slots__ = ("granted", "lock")
+    __slots__ = ("deadline", "granted", "wake")
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # gevent's under the gevent worker (patched at run time)
-        self.lock.acquire()
+    def __init__(self, wake: _Wake, deadline: float) -> None:
+        self.wake = wake
+        self.deadline = deadline
         self.granted = False
+
+
+class _Wake(Protocol):
+    """What a waiter sleeps on: ``acquire`` blocks until another calls ``release``."""
+
+    def acquire(self) -> object: ...
+
+    def release(self) -> object: ...
+
+
+def _cooperative_lock() -> _Wake:
+    """gevent's C semaphore as a lock (the patched ``threading.Lock`` wraps one in Python)."""
+    from gevent.lock import Semaphore
+
+    lock: _Wake = Semaphore(1)
+    return lock
+
+
+def _wake_factory() -> Callable[[], _Wake]:
+    """A lock taken once, released to wake: under gevent its C semaphore (the patched
+    ``threading.Lock`` wraps one in Python code), else a thread lock."""
+    if cooperative_sleep() is not None:
+        from gevent.lock import Semaphore
+
+        return lambda: Semaphore(0)
+
+    def locked() -> _Wake:
+        lock = threading.Lock()
+        lock.acquire()
+        return lock
+
+    return locked
 
 
 class SharedLimiter:
@@ -237,13 +322,15 @@ class SharedLimiter:
     How a queued request gets its slot, without waking anyone who will not get one:
 
     - each worker queues its own waiters (first in, first out), each asleep on a lock of
-      its own until it is handed a slot or its ``timeout_s`` is up;
+      its own until it is handed a slot or its ``timeout_s`` is up (the poller wakes it
+      then: no timer per waiter);
     - a request that ends here hands its slot straight to this worker's oldest waiter
       (one lock of the table; the running total does not move), unless this worker holds
       more than its share of the slots (see :meth:`_keeps_slot`): then it frees the slot;
     - one poller per worker with waiters (a thread, a greenlet under gevent) looks at the
       totals every :data:`POLL_SECONDS` without the lock, and takes the lock only when a
-      slot is free: freed in another worker, or by a worker the master reaped.
+      slot is free (freed in another worker, or by a worker the master reaped) or its
+      oldest waiter's ``timeout_s`` is up.
 
     A slot is not kept by the worker whose requests happen to end first: while several
     workers have waiters, each keeps handing its slots to its own waiters only while it
@@ -260,7 +347,9 @@ class SharedLimiter:
         self.margin = max(1, limit // 20)
         self._waiters: deque[_Waiter] = deque()
         self._poller: threading.Thread | None = None
+        self._new_wake = _wake_factory()
         self.pacer = ShedPacer()  # this worker's shed clients, paced by its completions
+        self._slot = _Slot(self)
 
     @property
     def full(self) -> bool:
@@ -299,16 +388,9 @@ class SharedLimiter:
     def waiting(self) -> int:
         return self.fleet.totals()[1]
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        if self.limit <= 0:
-            yield
-            return
-        self._acquire()
-        try:
-            yield
-        finally:
-            self._release()
+    def slot(self) -> AbstractContextManager[None]:
+        """Hold one slot for the block (or raise :class:`Overloaded`)."""
+        return _UNLIMITED if self.limit <= 0 else self._slot
 
     def _acquire(self) -> None:
         if self.full:  # a look without the lock: shedding takes no lock at all
@@ -316,41 +398,39 @@ class SharedLimiter:
         fleet = self.fleet
         waiter: _Waiter | None = None
         poller = None
-        with fleet._locked():
+        fleet._lock()
+        try:
             running, waiting = fleet.totals()
             if running < self.limit and waiting == 0:
                 fleet._change(1, 0)
                 return
             if waiting < self.queue_depth:
                 fleet._change(0, 1)
-                waiter = _Waiter()
+                waiter = _Waiter(self._new_wake(), time.monotonic() + self.timeout_s)
                 self._waiters.append(waiter)
                 if self._poller is None:
                     poller = threading.Thread(
                         target=self._poll, name="mlfn-slot-poller", daemon=True
                     )
                     self._poller = poller
+        finally:
+            fleet._unlock()
         if waiter is None:
             raise self.overloaded()  # its message is written outside the lock
         if poller is not None:  # started outside the lock: under gevent, start() yields
             poller.start()
         try:
-            got = waiter.lock.acquire(timeout=self.timeout_s)
+            waiter.wake.acquire()  # until a slot is handed over or the poller expires it
         except BaseException:  # the waiting greenlet or thread was killed: leave no count
             with fleet._locked():
-                if not waiter.granted:
+                if not waiter.granted and waiter in self._waiters:
                     self._waiters.remove(waiter)
                     fleet._change(0, -1)
             if waiter.granted:
                 self._release()
             raise
-        if got:
+        if waiter.granted:
             return
-        with fleet._locked():
-            if waiter.granted:  # handed a slot as the wait ran out: keep it
-                return
-            self._waiters.remove(waiter)
-            fleet._change(0, -1)
         raise Overloaded(
             f"waited {self.timeout_s:g}s for one of {self.limit} slots "
             "(containerConcurrency); retry later or raise MLFN_QUEUE_TIMEOUT_SECONDS",
@@ -360,17 +440,20 @@ class SharedLimiter:
 
     def _release(self) -> None:
         fleet = self.fleet
-        with fleet._locked():
+        waiter = None
+        fleet._lock()
+        try:
             self.pacer.completed()
             if self._waiters and self._keeps_slot(-1):
                 waiter = self._waiters.popleft()
                 waiter.granted = True
                 fleet._change(0, -1)  # the slot passes on: the running total stays
             else:
-                waiter = None
                 fleet._change(-1, 0)
+        finally:
+            fleet._unlock()
         if waiter is not None:
-            waiter.lock.release()
+            waiter.wake.release()
 
     def _keeps_slot(self, ending: int) -> bool:
         """Under the lock: whether a slot may go to a waiter of this worker (it has some).
@@ -390,21 +473,45 @@ class SharedLimiter:
         return (mine_running + ending - margin) * queuing < self.limit
 
     def _poll(self) -> None:
-        """While this worker has waiters: give them slots that are free (see the class)."""
+        """While this worker has waiters: give them slots that are free, and wake those
+        whose wait ran out (``timeout_s``, to within :data:`POLL_SECONDS`; see the class)."""
         fleet = self.fleet
+        waiters = self._waiters
         while True:
             time.sleep(POLL_SECONDS)  # gevent.sleep under the gevent worker
-            if self._waiters and fleet.totals()[0] >= self.limit:
-                continue  # nothing free: no lock taken
-            granted = []
+            now = time.monotonic()
+            if waiters and waiters[0].deadline > now and fleet.totals()[0] >= self.limit:
+                continue  # nothing free, nobody due: no lock taken
+            woken = []
             with fleet._locked():
-                if not self._waiters:
+                if not waiters:
                     self._poller = None
                     return
-                while self._waiters and fleet.totals()[0] < self.limit and self._keeps_slot(0):
-                    waiter = self._waiters.popleft()
+                while waiters and waiters[0].deadline <= now:  # first in, first due
+                    woken.append(waiters.popleft())  # granted stays False: it timed out
+                    fleet._change(0, -1)
+                while waiters and fleet.totals()[0] < self.limit and self._keeps_slot(0):
+                    waiter = waiters.popleft()
                     waiter.granted = True
                     fleet._change(1, -1)
-                    granted.append(waiter)
-            for waiter in granted:
-                waiter.lock.release()
+                    woken.append(waiter)
+            for waiter in woken:
+                waiter.wake.release()
+
+
+class _Slot(AbstractContextManager[None]):
+    """:meth:`SharedLimiter.slot`: a plain object, cheaper per request than a generator."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: SharedLimiter) -> None:
+        self._limiter = limiter
+
+    def __enter__(self) -> None:
+        self._limiter._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._limiter._release()
+
+
+_UNLIMITED = nullcontext()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import socket
+import sys
 import time
 import warnings
 from collections import deque
@@ -55,6 +56,19 @@ STOP_LINGER_S = 1.5
 SATURATED_ACCEPTS = 100
 """Connections a worker accepts per turn of its event loop while every slot is taken
 (else 1)."""
+
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations (net of frees) between two collections of the youngest generation, once the
+model is loaded (Python's default: 700). What is alive then is the requests in flight; at
+ten times the limit some 350 of them (running and queued) hold their objects across each
+collection, which the default threshold walked ten times more often, promoting them
+to older generations that were walked again."""
+
+SWITCH_INTERVAL_S = 0.001
+"""The most time gevent's hub spends running ready greenlets before it looks at sockets
+again (it reads :func:`sys.getswitchinterval`; Python's default is 5 ms). A new
+connection is accepted, and shed when the server is full, at the next look: this bounds
+how long it waits behind a turn of admitted work."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """The most a request line and headers may take (gunicorn's limits are in this range)."""
@@ -399,12 +413,15 @@ def _freeze_when_ready(app: App) -> None:
     model: some 330,000 for ``predict``) out of the garbage collector's way (``gc.freeze``).
 
     Otherwise each full collection walks them all: 100 ms and more during which the
-    event loop stands still, every admitted request and every shed answer waiting.
+    event loop stands still, every admitted request and every shed answer waiting. Then
+    the youngest generation is collected less often (:data:`GC_YOUNG_THRESHOLD`).
     """
     while not app.wait_ready(60):
         if app.load_error is not None:
             return
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def worker_class() -> type:
@@ -477,6 +494,7 @@ def worker_class() -> type:
 
             AcceptLoop.at_accept = staticmethod(at_accept)
             ggevent.StreamServer = AcceptLoop  # what gunicorn's run() builds, in this process
+            sys.setswitchinterval(SWITCH_INTERVAL_S)  # greenlets share one thread: for the hub
             gevent.spawn(_freeze_when_ready, self.wsgi)
             super().run()
 

@@ -281,18 +281,15 @@ def test_a_waiter_killed_while_it_waits_leaves_no_count(monkeypatch: pytest.Monk
     from runtime.server import fleet as fleet_module
 
     class Doomed(fleet_module._Waiter):
-        def __init__(self) -> None:
-            super().__init__()
-            real = self.lock
-
-            class Lock:
-                def acquire(self, timeout: float = -1) -> bool:
+        def __init__(self, wake: fleet_module._Wake, deadline: float) -> None:
+            class Wake:
+                def acquire(self) -> bool:
                     raise _Killed
 
                 def release(self) -> None:
-                    real.release()
+                    wake.release()
 
-            self.lock = Lock()  # type: ignore[assignment]
+            super().__init__(Wake(), deadline)
 
     monkeypatch.setattr(fleet_module, "_Waiter", Doomed)
     fleet = Fleet(workers=2)
@@ -304,3 +301,22 @@ def test_a_waiter_killed_while_it_waits_leaves_no_count(monkeypatch: pytest.Monk
     assert fleet.totals() == (1, 0) and fleet.queuing() == 0 and not lim._waiters
     held.__exit__(None, None, None)
     assert fleet.totals() == (0, 0)
+
+
+def test_a_waiter_whose_wait_runs_out_is_shed_and_leaves_no_count() -> None:
+    """No timer per waiter: the poller wakes a waiter once its ``timeout_s`` is up."""
+    fleet = Fleet(workers=2)
+    fleet.join()
+    lim = fleet.limiter(1, 2, 0.2)
+    (held,) = _hold(lim, 1)
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as caught, lim.slot():
+        pass
+    waited = time.monotonic() - started
+    assert caught.value.reason == "queue_timeout" and "waited 0.2s" in caught.value.message
+    assert waited >= 0.2
+    assert fleet.totals() == (1, 0) and fleet.queuing() == 0 and not lim._waiters
+    held.__exit__(None, None, None)
+    assert fleet.totals() == (0, 0)
+    with lim.slot():  # the poller is gone with the last waiter; a new one comes back
+        assert fleet.totals() == (1, 0)
