@@ -289,12 +289,14 @@ class Consumer:
     returns, per partition, the offset to read again from (a partition this member kept
     but whose taken records the caller dropped), or nothing.
 
-    Fetch wait: the embedded broker (Tansu 0.6) holds every fetch for its whole
-    ``max_wait`` (it sleeps even when records are there), so a record waits up to that
-    long before the consumer sees it. While records flow, fetches ask for
-    ``fetch_wait_ms``; after ``IDLE_AFTER_S`` without a record, for ``idle_fetch_wait_ms``
-    (fewer empty fetches: an idle member costs less; the first record after a pause waits
-    up to that long). A Kafka broker answers as soon as records arrive, either way.
+    Fetch wait: the embedded broker (Tansu 0.6) answers a fetch at once when records are
+    there; otherwise it looks again after half the fetch's ``max_wait``, then three
+    quarters, seven eighths, ..., and answers at the first look that finds records (or at
+    ``max_wait``, empty). So a record that comes while a fetch is held waits up to half
+    that fetch's wait. While records flow, fetches ask for ``fetch_wait_ms``; after
+    ``IDLE_AFTER_S`` without a record, for ``idle_fetch_wait_ms`` (fewer empty fetches:
+    an idle member costs less; the first record after a pause waits up to half of it).
+    A Kafka broker answers as soon as records arrive, either way.
     """
 
     IDLE_AFTER_S = 1.0
@@ -339,6 +341,11 @@ class Consumer:
         self._fetch_config = (
             config if isinstance(config, dict) and "fetch_max_wait_ms" in config else None
         )
+
+    @property
+    def idle(self) -> bool:
+        """No record for ``IDLE_AFTER_S``: fetches ask for the idle wait."""
+        return time.monotonic() - self._last_records > self.IDLE_AFTER_S
 
     def _set_fetch_wait(self, wait_ms: int) -> None:
         if self._fetch_config is not None and self._fetch_config["fetch_max_wait_ms"] != wait_ms:

@@ -75,6 +75,12 @@ __all__ = ["Dispatcher", "DispatcherConfig"]
 
 log = logging.getLogger(__name__)
 
+IDLE_POLL_S = 0.25
+"""The poll timeout of an idle dispatcher (its consumer saw no record for a second and no
+record is pending): fewer turns of the loop while nothing comes, which pays for the short
+idle fetch wait. A poll still returns as soon as records come; a stop, or the commit of
+deliveries that finish meanwhile, waits up to this long."""
+
 
 @dataclass(frozen=True)
 class DispatcherConfig:
@@ -239,6 +245,7 @@ class Dispatcher:
         )
         reason = "stopped"
         all_paused = False
+        quiet = True  # no lane holds a record
         last_poll = 0.0
         try:
             while not self._stop.is_set():
@@ -248,7 +255,7 @@ class Dispatcher:
                     self._stop.wait(poll_s / 2)
                     records = []
                 else:
-                    records = consumer.poll(poll_s)
+                    records = consumer.poll(IDLE_POLL_S if quiet and consumer.idle else poll_s)
                     last_poll = time.monotonic()
                     self._settle_assignment()
                 now = time.monotonic()
@@ -279,6 +286,7 @@ class Dispatcher:
                     for tp in resume:
                         self._lanes[tp].paused = False
                     all_paused = bool(self._lanes) and all(ln.paused for ln in self._lanes.values())
+                    quiet = not any(ln.pending for ln in self._lanes.values())
                 if records:
                     self.stats.add("consumed", len(records))
                 self._submit(jobs)

@@ -65,16 +65,19 @@ def test_the_fetch_wait_is_short_while_records_flow_and_long_when_idle(
     try:
         assert c._fetch_config is not None, "kafka-python's fetcher config is not where it was"
         assert c._fetch_config["fetch_max_wait_ms"] == 300  # idle until records come
+        assert c.idle
         p = Producer(bootstrap)
         p.send_sync(topic, KafkaRecord(b"{}", headers=list(JSON)))
         p.close()
         wait_until(lambda: c.poll(0.1), 20, "the record")
         assert c._fetch_config["fetch_max_wait_ms"] == 7
+        assert not c.idle
         c.IDLE_AFTER_S = 0.2  # type: ignore[misc]
         wait_until(
             lambda: not c.poll(0.1) and c._fetch_config["fetch_max_wait_ms"] == 300,  # type: ignore[index]
             20,
             "the idle wait back after a quiet spell",
         )
+        assert c.idle
     finally:
         c.close()
