@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from runtime.context import Context
 from runtime.datasets import DatasetLike, DatasetsLike, Row
 from runtime.errors import ModelNotFoundError, SpecError
+from runtime.groupcommit import GroupCommit
 from runtime.models.store import ModelStore
 from runtime.retraining.driver import RetrainDriver
 from runtime.retraining.emit import Emitter, default_emitters
@@ -145,6 +146,10 @@ class RetrainLoop:
         self.state = state
         self._clock = clock
         self._covered: tuple[float, int] | None = None
+        # rows added concurrently share one count of the store's pending rows
+        self._syncs: GroupCommit[None, None] = GroupCommit(
+            self._sync_pending, name=f"pending-row counts of {policy.model!r}"
+        )
         restored = self._restored()
         self.driver = RetrainDriver(
             policy, self._train, clock=clock, pending_rows=self._untrained_rows(), **restored
@@ -254,9 +259,15 @@ class RetrainLoop:
             self._last_row_at = time.time()
         self.driver.add_rows(added)
         if added and self.state is not None:  # replicas (local instances too) share the store
-            self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
+            self._syncs.submit(None)
         self.metrics.pending.labels(self.model).set(self.driver.pending_rows)
         return added
+
+    def _sync_pending(self, callers: list[None]) -> list[None]:
+        """Adopt the store's count of untrained rows, once for every add in flight: each
+        of them returns after a count that began once its rows were committed."""
+        self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
+        return [None] * len(callers)
 
     def request(self, reason: str = "requested") -> None:
         """Train as soon as the debounce allows, whatever the thresholds say."""
