@@ -72,6 +72,12 @@ class GroupCommit(Generic[T, R]):
         self.groups = 0
         self.items = 0
 
+    @property
+    def queued(self) -> int:
+        """Items waiting for the next group (a commit is running)."""
+        with self._cond:
+            return len(self._queue)
+
     def submit(self, item: T) -> R:
         """Commit ``item`` with whatever else is submitted meanwhile; its result.
 

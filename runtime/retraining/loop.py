@@ -147,7 +147,7 @@ class RetrainLoop:
         self._clock = clock
         self._covered: tuple[float, int] | None = None
         # rows added concurrently share one count of the store's pending rows
-        self._syncs: GroupCommit[None, None] = GroupCommit(
+        self._syncs: GroupCommit[int, None] = GroupCommit(
             self._sync_pending, name=f"pending-row counts of {policy.model!r}"
         )
         restored = self._restored()
@@ -257,17 +257,18 @@ class RetrainLoop:
             self.metrics.duplicates.labels(self.dataset.name).inc(len(rows) - added)
         if added:
             self._last_row_at = time.time()
-        self.driver.add_rows(added)
         if added and self.state is not None:  # replicas (local instances too) share the store
-            self._syncs.submit(None)
+            self._syncs.submit(added)
+        else:
+            self.driver.add_rows(added)
         self.metrics.pending.labels(self.model).set(self.driver.pending_rows)
         return added
 
-    def _sync_pending(self, callers: list[None]) -> list[None]:
+    def _sync_pending(self, added: list[int]) -> list[None]:
         """Adopt the store's count of untrained rows, once for every add in flight: each
         of them returns after a count that began once its rows were committed."""
-        self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
-        return [None] * len(callers)
+        self.driver.stored(sum(added), pending_rows=self._uncovered_rows())
+        return [None] * len(added)
 
     def request(self, reason: str = "requested") -> None:
         """Train as soon as the debounce allows, whatever the thresholds say."""

@@ -41,12 +41,14 @@ _CHUNK = 2000
 
 _INSERT = (
     "INSERT INTO mlfn_dataset_rows (dataset, id, time, features, label) "
-    "SELECT %s, u.id, u.time, (%s::double precision[])[u.lo:u.hi], u.label::jsonb "
-    "FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[]) "
-    "AS u(id, time, label, lo, hi) "
+    "SELECT %s, u.id, u.time, (%s::double precision[])[u.lo:u.hi], NULLIF(u.label, 'null') "
+    "FROM json_to_recordset(%s::json) "
+    "AS u(id text, time timestamptz, lo int, hi int, label jsonb) "
     "ON CONFLICT (dataset, id) DO NOTHING RETURNING id"
 )
-_FEW = 8
+"""The rows of a group as one JSON text (parsed by the server, not dumped field by field
+by psycopg), their features as one binary array that each row slices."""
+_FEW = 4
 """Fewer rows than this go as ``VALUES`` (one statement text per count, few of them):
 psycopg dumps lists in Python, which costs more than the rows of a small group."""
 _COLUMNS = "INSERT INTO mlfn_dataset_rows (dataset, id, time, features, label) VALUES "
@@ -67,16 +69,18 @@ class _Floats:
         cells = np.empty(len(values), dtype=_CELL)
         cells["len"] = 8
         cells["value"] = values
-        self.n = len(values)
-        self.cells = cells.tobytes()
-
+        self.n: int = len(values)
+        self.cells: bytes = cells.tobytes()
 
 
 class _FloatsDumper(Dumper):
+    """PostgreSQL's binary array format: dimensions, no nulls, element type, size, lower
+    bound 1, then the cells."""
+
     format = Format.BINARY
     oid = 1022  # double precision[]
 
-    def dump(self, obj: Any) -> Buffer:
+    def dump(self, obj: _Floats) -> Buffer:
         return struct.pack(">iiiii", 1, 0, _FLOAT8, obj.n, 1) + obj.cells
 
 
@@ -87,7 +91,8 @@ class _Prepared:
     id: str
     time: datetime
     features: NDArray[np.float64]  # 1-D
-    label: str | None
+    label: Any  # JSON-able (checked)
+    label_json: str | None
 
 
 class PgDataset:
@@ -153,7 +158,7 @@ class PgDataset:
             raise DatasetError(
                 f"row {row.id!r} of dataset {self.name!r}: the label must be JSON ({err})"
             ) from None
-        return _Prepared(row.id, row.time, features, label)
+        return _Prepared(row.id, row.time, features, row.label, label)
 
     def _commit(self, group: list[list[_Prepared]]) -> list[int | BaseException]:
         """Store a group's rows in one transaction; how many were new, per caller."""
@@ -215,22 +220,19 @@ class PgDataset:
     def _values(self, chunk: Sequence[_Prepared]) -> list[Any]:
         args: list[Any] = []
         for r in chunk:
-            args += [self.name, r.id, r.time, _Floats(r.features), r.label]
+            args += [self.name, r.id, r.time, _Floats(r.features), r.label_json]
         return args
 
     def _arrays(self, chunk: Sequence[_Prepared]) -> list[Any]:
-        widths = [len(r.features) for r in chunk]
-        ends = np.cumsum(widths)
-        flat = np.concatenate([r.features for r in chunk]) if chunk else np.zeros(0)
-        return [
-            self.name,
-            _Floats(flat),
-            [r.id for r in chunk],
-            [r.time for r in chunk],
-            [r.label for r in chunk],
-            (ends - widths + 1).tolist(),
-            ends.tolist(),
-        ]
+        records = []
+        hi = 0
+        for r in chunk:
+            lo, hi = hi + 1, hi + len(r.features)
+            records.append(
+                {"id": r.id, "time": r.time.isoformat(), "lo": lo, "hi": hi, "label": r.label}
+            )
+        flat = np.concatenate([r.features for r in chunk])
+        return [self.name, _Floats(flat), json.dumps(records)]
 
     def count(self) -> int:
         """Rows stored."""
