@@ -84,6 +84,17 @@ class _FloatsDumper(Dumper):
         return struct.pack(">iiiii", 1, 0, _FLOAT8, obj.n, 1) + obj.cells
 
 
+def _floats_of(sent: bytes) -> NDArray[np.float64]:
+    """A ``double precision[]`` from its binary form (``array_send``): read as one array,
+    not parsed from text float by float."""
+    ndim, nulls = struct.unpack_from(">ii", sent)
+    if ndim == 0:
+        return np.zeros(0)
+    if ndim != 1 or nulls:
+        raise DatasetError("a stored row's features are not a flat array of numbers")
+    return np.frombuffer(sent, dtype=_CELL, offset=20)["value"].astype(np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """One row, checked and converted by its caller before it joins a group."""
@@ -261,7 +272,7 @@ class PgDataset:
     ) -> TrainingData:
         """Rows with ``after < seq <= upto`` as arrays, with their :class:`DataRange`."""
         sql = (
-            "SELECT seq, id, time, features, label FROM mlfn_dataset_rows "
+            "SELECT seq, id, time, array_send(features), label FROM mlfn_dataset_rows "
             "WHERE dataset = %s AND seq > %s"
         )
         args: list[Any] = [self.name, after]
@@ -274,7 +285,14 @@ class PgDataset:
             found = conn.execute(sql + " ORDER BY seq", args).fetchall()
         if not found:
             return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)
-        X = np.array([r[3] for r in found], dtype=np.float64)
+        features = [_floats_of(r[3]) for r in found]
+        widths = {len(f) for f in features}
+        if len(widths) > 1:
+            raise DatasetError(
+                f"dataset {self.name!r}: the rows of this read have {sorted(widths)} features; "
+                "rows of a dataset must agree"
+            )
+        X = np.stack(features)
         y = np.array([r[4] for r in found])
         first, last = found[0], found[-1]
         span = DataRange(
