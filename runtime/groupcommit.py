@@ -34,13 +34,18 @@ R = TypeVar("R")
 
 
 class _Waiter(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "result")
+    """One caller: its item, its outcome, and the lock it sleeps on until it is woken
+    (its group is committed, or it is to commit the next group)."""
+
+    __slots__ = ("done", "error", "item", "result", "wake")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[T, R]):
@@ -66,7 +71,7 @@ class GroupCommit(Generic[T, R]):
         self._commit = commit
         self.name = name
         self.max_items = max_items
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Waiter[T, R]] = []
         self._committing = False
         self.groups = 0
@@ -75,7 +80,7 @@ class GroupCommit(Generic[T, R]):
     @property
     def queued(self) -> int:
         """Items waiting for the next group (a commit is running)."""
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     def submit(self, item: T) -> R:
@@ -85,31 +90,40 @@ class GroupCommit(Generic[T, R]):
             Whatever ``commit`` raised for this item's group, or returned for this item.
         """
         mine: _Waiter[T, R] = _Waiter(item)
-        with self._cond:
+        with self._lock:
             self._queue.append(mine)
-        while True:
-            with self._cond:
-                while self._committing and not mine.done:
-                    self._cond.wait()
-                if mine.done:
-                    break
-                # no commit runs: this caller commits what is queued, oldest first
-                self._committing = True
-                group = self._queue[: self.max_items]
-                del self._queue[: self.max_items]
-            try:
-                self._run(group)
-            finally:
-                with self._cond:
-                    self._committing = False
-                    self.groups += 1
-                    self.items += len(group)
-                    for w in group:
-                        w.done = True
-                    self._cond.notify_all()
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            # woken once: when its group is committed, or to commit the next group; each
+            # caller sleeps on a lock of its own, so a commit wakes only those it concerns
+            mine.wake.acquire()
+        if not mine.done:
+            self._lead()
         if mine.error is not None:
             raise mine.error
         return mine.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        """Commit the oldest queued items (this caller's among them), answer them, and hand
+        the commit to the oldest caller still queued, if any."""
+        with self._lock:
+            group = self._queue[: self.max_items]
+            del self._queue[: self.max_items]
+        try:
+            self._run(group)
+        finally:
+            with self._lock:
+                self.groups += 1
+                self.items += len(group)
+                following = self._queue[0] if self._queue else None
+                self._committing = following is not None
+            for w in group:
+                w.done = True
+                if w.wake.locked():
+                    w.wake.release()
+            if following is not None:
+                following.wake.release()  # it commits the next group
 
     def _run(self, group: list[_Waiter[T, R]]) -> None:
         try:
