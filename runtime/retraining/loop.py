@@ -242,7 +242,9 @@ class RetrainLoop:
         With a retraining state (``loop_for``) the row trigger counts every replica's rows:
         the pending count becomes the store's rows after the last trained-on row, so that
         replicas which each received part of the rows still train once ``every_rows``
-        arrived between them.
+        arrived between them. Calls in flight together share the dataset's commit and
+        one count of the store (group commits, ``docs/ingest.md``); each returns once its
+        rows are committed and counted.
 
         While the server handles a batch of events (:func:`~runtime.retraining.together.rows_together`),
         rows are only collected, and stored together when the batch ends (returns 0);
