@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from runtime.errors import MlfnError
+from runtime.groupcommit import GroupCommit
 from runtime.settings import ModelSettings, default_of
 
 __all__ = [
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS rows (
     label    TEXT
 )
 """
+_INSERT = "INSERT OR IGNORE INTO rows (id, time, features, label) VALUES (?, ?, ?, ?)"
+_Values = list[tuple[str, str, str, str | None]]
 _COUNTERS = "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 _COUNT_DUPLICATES = (
     "INSERT INTO counters (name, value) VALUES ('duplicates', ?) "
@@ -143,24 +146,6 @@ class DatasetsLike(Protocol):
     def close(self) -> None: ...
 
 
-class _Pending:
-    """One caller's rows in a group commit, and what became of them."""
-
-    __slots__ = ("done", "error", "new", "values")
-
-    def __init__(self, values: list[tuple[str, str, str, str | None]]) -> None:
-        self.values = values
-        self.done = False
-        self.new = 0
-        self.error: BaseException | None = None
-
-    def finish(self, new: int) -> None:
-        self.new, self.done = new, True
-
-    def fail(self, err: BaseException) -> None:
-        self.error, self.done = err, True
-
-
 class Dataset:
     """One dataset; thread-safe (one connection, guarded by a lock; concurrent appends
     are committed together)."""
@@ -169,9 +154,9 @@ class Dataset:
         self.name = name
         self.path = path
         self._lock = threading.Lock()
-        self._turn = threading.Condition()  # group commit: who commits, who waits
-        self._queue: list[_Pending] = []
-        self._committing = False
+        self._group: GroupCommit[_Values, int] = GroupCommit(
+            self._commit, name=f"appends to dataset {name!r}"
+        )
         self._counted: tuple[int, int, int] | None = None  # watermark, last seq counted, rows
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=10.0
@@ -221,80 +206,60 @@ class Dataset:
             )
         return self._group_commit(values)
 
-    def _group_commit(self, values: list[tuple[str, str, str, str | None]]) -> int:
+    def _group_commit(self, values: _Values) -> int:
         """Commit ``values`` with whatever other threads are appending now: one transaction
-        (one fsync) for all of them, and each caller returns only once it is committed.
+        (one fsync) for all of them, and each caller returns only once it is committed
+        (:class:`~runtime.groupcommit.GroupCommit`).
 
         A dispatcher delivers many events at once to a retrain function, one row each: a
-        transaction per row would cap ingest at the disk's fsync rate. The first caller
-        commits; callers arriving meanwhile queue and go in the next group.
+        transaction per row would cap ingest at the disk's fsync rate.
         """
-        mine = _Pending(values)
-        with self._turn:
-            self._queue.append(mine)
-            while self._committing and not mine.done:
-                self._turn.wait()
-            if not mine.done:
-                self._committing = True
-                group, self._queue = self._queue, []
-            else:
-                group = []
-        if group:
-            try:
-                self._commit(group)
-            finally:
-                with self._turn:
-                    self._committing = False
-                    self._turn.notify_all()
-        if mine.error is not None:
-            raise mine.error
-        return mine.new
+        return self._group.submit(values)
 
-    def _commit(self, group: list[_Pending]) -> None:
-        insert = "INSERT OR IGNORE INTO rows (id, time, features, label) VALUES (?, ?, ?, ?)"
+    def _commit(self, group: list[_Values]) -> list[int | BaseException]:
+        """One transaction for the group; if it fails, each append alone (so that only
+        the one whose rows fail gets the error)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                counts = []
-                for p in group:
+                counts: list[int | BaseException] = []
+                skipped = 0
+                for values in group:
                     before = self._db.total_changes
-                    self._db.executemany(insert, p.values)
+                    self._db.executemany(_INSERT, values)
                     added = self._db.total_changes - before
                     counts.append(added)
-                    if added < len(p.values):  # redelivered rows: counted, durably
-                        self._db.execute(_COUNT_DUPLICATES, (len(p.values) - added,))
+                    skipped += len(values) - added
+                if skipped:  # redelivered rows: counted, durably
+                    self._db.execute(_COUNT_DUPLICATES, (skipped,))
                 self._db.execute("COMMIT")
+                return counts
             except BaseException as err:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                if not isinstance(err, Exception):
+                    raise
                 if len(group) == 1:
-                    group[0].fail(err)
-                    return
-                # one caller's rows failed the group: commit each alone, so only it fails
-                for p in group:
-                    self._commit_one(p)
-                return
-        for p, n in zip(group, counts, strict=True):
-            p.finish(n)
+                    return [err]
+            # one caller's rows failed the group: commit each alone, so only it fails
+            return [self._commit_one(values) for values in group]
 
-    def _commit_one(self, p: _Pending) -> None:
-        insert = "INSERT OR IGNORE INTO rows (id, time, features, label) VALUES (?, ?, ?, ?)"
+    def _commit_one(self, values: _Values) -> int | BaseException:
         try:
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(insert, p.values)
+                self._db.executemany(_INSERT, values)
                 added = self._db.total_changes - before
-                if added < len(p.values):
-                    self._db.execute(_COUNT_DUPLICATES, (len(p.values) - added,))
+                if added < len(values):
+                    self._db.execute(_COUNT_DUPLICATES, (len(values) - added,))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        except BaseException as err:
-            p.fail(err)
-            return
-        p.finish(added)
+        except Exception as err:
+            return err
+        return added
 
     def duplicates(self) -> int:
         """Rows skipped so far because their id was stored already (redelivered events)."""

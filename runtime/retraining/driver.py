@@ -123,6 +123,13 @@ class RetrainDriver:
             self._scheduler.sync(pending_rows=pending_rows, epoch=epoch, now=self._clock())
             self._cond.notify_all()
 
+    def stored(self, n: int, *, pending_rows: int) -> None:
+        """Rows were stored and the store counts ``pending_rows`` (see
+        ``RetrainScheduler.stored``); wake the worker."""
+        with self._cond:
+            self._scheduler.stored(n, pending_rows=pending_rows, now=self._clock())
+            self._cond.notify_all()
+
     def request(self, reason: str = "requested") -> None:
         """Ask for a training now, whatever the thresholds say."""
         with self._cond:

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from runtime.context import Context
 from runtime.datasets import DatasetLike, DatasetsLike, Row
 from runtime.errors import ModelNotFoundError, SpecError
+from runtime.groupcommit import GroupCommit
 from runtime.models.store import ModelStore
 from runtime.retraining.driver import RetrainDriver
 from runtime.retraining.emit import Emitter, default_emitters
@@ -145,6 +146,10 @@ class RetrainLoop:
         self.state = state
         self._clock = clock
         self._covered: tuple[float, int] | None = None
+        # rows added concurrently share one count of the store's pending rows
+        self._syncs: GroupCommit[int, None] = GroupCommit(
+            self._sync_pending, name=f"pending-row counts of {policy.model!r}"
+        )
         restored = self._restored()
         self.driver = RetrainDriver(
             policy, self._train, clock=clock, pending_rows=self._untrained_rows(), **restored
@@ -237,7 +242,9 @@ class RetrainLoop:
         With a retraining state (``loop_for``) the row trigger counts every replica's rows:
         the pending count becomes the store's rows after the last trained-on row, so that
         replicas which each received part of the rows still train once ``every_rows``
-        arrived between them.
+        arrived between them. Calls in flight together share the dataset's commit and
+        one count of the store (group commits, ``docs/ingest.md``); each returns once its
+        rows are committed and counted.
 
         While the server handles a batch of events (:func:`~runtime.retraining.together.rows_together`),
         rows are only collected, and stored together when the batch ends (returns 0);
@@ -252,11 +259,18 @@ class RetrainLoop:
             self.metrics.duplicates.labels(self.dataset.name).inc(len(rows) - added)
         if added:
             self._last_row_at = time.time()
-        self.driver.add_rows(added)
         if added and self.state is not None:  # replicas (local instances too) share the store
-            self.driver.sync(pending_rows=self._uncovered_rows(), epoch=float("-inf"))
+            self._syncs.submit(added)
+        else:
+            self.driver.add_rows(added)
         self.metrics.pending.labels(self.model).set(self.driver.pending_rows)
         return added
+
+    def _sync_pending(self, added: list[int]) -> list[None]:
+        """Adopt the store's count of untrained rows, once for every add in flight: each
+        of them returns after a count that began once its rows were committed."""
+        self.driver.stored(sum(added), pending_rows=self._uncovered_rows())
+        return [None] * len(added)
 
     def request(self, reason: str = "requested") -> None:
         """Train as soon as the debounce allows, whatever the thresholds say."""

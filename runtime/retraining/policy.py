@@ -144,6 +144,19 @@ class RetrainScheduler:
         self._pending = pending_rows
         self._epoch = max(self._epoch, epoch)
 
+    def stored(self, n: int, *, pending_rows: int, now: float) -> None:
+        """``n`` new rows were stored, and the store counts ``pending_rows`` untrained rows
+        (other replicas' included): the count adopts the store's, or, while a training
+        runs here (it covers only what was pending when it began), adds the ``n``.
+
+        One call, not :meth:`add_rows` then :meth:`sync`: between the two, a count taken
+        by a concurrent caller may already hold these rows, and adding them again would
+        start a training before ``every_rows`` rows are there."""
+        if self._running is not None:
+            self.add_rows(n, now=now)
+        else:
+            self.sync(pending_rows=pending_rows, epoch=float("-inf"), now=now)
+
     def request(self, reason: str = "requested") -> None:
         """Ask for a training regardless of thresholds (still single-flight, debounced)."""
         if self._running is not None and self._forced is None:

@@ -169,3 +169,50 @@ def test_reading_rows_of_different_widths_says_which(datasets: DatasetStore) -> 
     assert ds.read(upto=2).X.tolist() == [[0.0, 1.0], [1.0, 0.0]]
     with pytest.raises(DatasetError, match="row 3 of this read has 1 features, the first has 2"):
         ds.read()  # never broadcast silently into the array
+
+
+def test_a_failed_group_commit_fails_each_caller_and_a_retry_stores_once(tmp_path: Path) -> None:
+    """Another connection holds the write lock while a group waits: every caller of the
+    group gets the error (none is answered as stored); their retries store each row once."""
+    import sqlite3
+
+    from tests.fixtures.grouping import held_first_commit
+
+    ds = Dataset("toy", tmp_path / "toy.sqlite3")
+    ds._db.execute("PRAGMA busy_timeout = 50")  # give up on the lock at once, not in 10 s
+    blocker = sqlite3.connect(tmp_path / "toy.sqlite3", isolation_level=None)
+    results: dict[int, object] = {}
+
+    def append(k: int) -> None:
+        try:
+            results[k] = ds.append([Row(f"ev-{k}", [float(k)], k), Row("shared", [0.0], 0)])
+        except Exception as err:
+            results[k] = err
+
+    try:
+        with held_first_commit(ds._group) as held:
+            threads = [threading.Thread(target=append, args=(0,))]
+            threads[0].start()
+            held.entered.wait(10)
+            blocker.execute("BEGIN EXCLUSIVE")  # the file is locked: this group cannot commit
+            threads += [threading.Thread(target=append, args=(k,)) for k in range(1, 6)]
+            for t in threads[1:]:
+                t.start()
+            held.queue(5)
+            held.release()
+            for t in threads:
+                t.join(10)
+        assert all(isinstance(r, sqlite3.OperationalError) for r in results.values()), results
+        assert len(results) == 6 and ds._group.groups == 2  # one commit for the five
+        blocker.execute("ROLLBACK")
+        assert (
+            sum(
+                ds.append([Row(f"ev-{k}", [float(k)], k), Row("shared", [0.0], 0)])
+                for k in range(6)
+            )
+            == 7
+        )
+        assert ds.count() == 7 and ds.duplicates() == 5
+    finally:
+        blocker.close()
+        ds.close()
