@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 
 from mlfn.settings import Settings
 from runtime.registry import discover
-from runtime.server import App, Request, create_app
+from runtime.server import App, Request, create_app, nesting
 from runtime.server.errors import BadRequest
-from runtime.server import nesting
 from runtime.server.nesting import check_depth, json_depth
 
 pytestmark = pytest.mark.unit
