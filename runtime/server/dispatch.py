@@ -205,7 +205,8 @@ class Dispatcher:
         try:
             if many:
                 return self._many.validate_json(body), True
-            fast = self._lane.decode(body) if self._lane is not None else None
+            lane = self._lane
+            fast = lane.decode(body) if lane and len(body) >= numeric.MIN_BYTES else None
             return [fast if fast is not None else self._one.model_validate_json(body)], False
         except ValidationError as err:
             raise from_validation(err) from None

@@ -16,7 +16,7 @@ from mlfn.settings import Settings
 from runtime import Rows, stack
 from runtime.registry import discover
 from runtime.server import Request, create_app
-from runtime.server.numeric import lane_for
+from runtime.server.numeric import MIN_BYTES, lane_for
 
 pytestmark = pytest.mark.unit
 
@@ -265,5 +265,27 @@ def test_a_bad_row_is_the_same_400_as_before() -> None:
         )
         assert bad.status == 400
         assert bad.json()["error"]["fields"][0]["field"] == "x.1"
+    finally:
+        app.close()
+
+
+def test_the_server_sends_large_bodies_through_the_lane_and_keeps_pydantics_400() -> None:
+    fn = discover("tests.runtime.userfns.echo_inference").get("summer")
+    app = create_app(fn, Settings(), model_opener=lambda f, s: None)
+    assert app.wait_ready(5)
+    ctype = {"content-type": "application/json"}
+    values = [0.25] * 2000
+    big = json.dumps({"x": values}).encode()
+    assert len(big) >= MIN_BYTES
+    try:
+        (small_req,), _ = app.dispatcher.decode_json(b'{"x": [1, 2]}', "application/json")
+        (big_req,), _ = app.dispatcher.decode_json(big, "application/json")
+        assert type(small_req.x) is list and type(big_req.x) is Rows  # type: ignore[attr-defined]
+        ok = app.handle(Request("POST", "/", ctype, big))
+        assert ok.status == 200 and ok.json()["total"] == 500.0
+        values[1500] = "a"  # type: ignore[call-overload]
+        bad = app.handle(Request("POST", "/", ctype, json.dumps({"x": values}).encode()))
+        assert bad.status == 400
+        assert bad.json()["error"]["fields"][0]["field"] == "x.1500"
     finally:
         app.close()
