@@ -140,3 +140,13 @@ def test_a_body_of_numbers_takes_the_short_way() -> None:
     body = json.dumps({"instances": [[0.5] * 64] * 64, "probabilities": False}).encode()
     assert nesting._short_depth(body) == 3
     assert nesting._short_depth(b'["\\\\", [[1]]]') is None  # an escape: the scan decides
+
+
+def test_a_large_body_of_numbers_is_checked_the_short_way() -> None:
+    shallow = json.dumps({"instances": [[0.5] * 64] * 200}).encode()
+    check_depth(shallow, 3)
+    with pytest.raises(BadRequest, match="nested deeper than 2 levels"):
+        check_depth(shallow, 2)
+    deep = b"[" * 3000 + b"1" + b"]" * 3000
+    with pytest.raises(BadRequest, match=r"the body reaches 3000"):
+        check_depth(deep, 64)
