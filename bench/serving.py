@@ -8,7 +8,8 @@ and 64-row requests, for
 * ``in-process, 64 a call``: 64 requests decoded as the server decodes them (the
   numeric lane, else pydantic), then one ``predict`` call on all 64 (shown at
   concurrency 64): the decode-and-model limit of *one core* with dynamic batching
-  (sklearn's per-call overhead amortised); latencies are per call,
+  (sklearn's per-call overhead amortised; one BLAS thread, as in each server worker on
+  2 cores); latencies are per call,
 * ``functions-framework``: a plain functions-framework function serving the same model
   under functions-framework's own server (one worker),
 * ``functions-framework, 2 workers``: the same under gunicorn with 2 workers
@@ -108,6 +109,8 @@ def _server(
 
 def _in_process(rows: int, seconds: float, per_call: int = 1) -> LoadResult:
     """``predict`` in this process on ``per_call`` requests a call (decode included)."""
+    from threadpoolctl import threadpool_limits
+
     from functions._digits import MODEL, PredictRequest
     from functions.predict import predict
     from mlfn.settings import Settings
@@ -123,6 +126,7 @@ def _in_process(rows: int, seconds: float, per_call: int = 1) -> LoadResult:
 
     handle = open_model(ModelRef(name=MODEL), Settings())
     handle.start()
+    one_core = threadpool_limits(1)  # as each server worker runs on 2 cores: one BLAS thread
     try:
         body = _body(rows)
         lat: list[float] = []
@@ -135,6 +139,7 @@ def _in_process(rows: int, seconds: float, per_call: int = 1) -> LoadResult:
             lat.append(clock() - t0)
         used = time.process_time() - cpu
     finally:
+        one_core.restore_original_limits()
         handle.stop()
     result = LoadResult.of_latencies(lat, seconds)
     cpu_us = 1e6 * used / (len(lat) * per_call) if lat else None
