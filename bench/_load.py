@@ -28,6 +28,8 @@ class LoadResult:
     p99_ms: float
     errors: int
     statuses: dict[int, int]
+    cpu_us: float | None = None
+    """CPU per request of the server's processes, where the bench measured it."""
 
     @classmethod
     def of_latencies(

@@ -3,7 +3,13 @@
 One table: requests/s and p50/p99 latency at concurrency 1, 8 and 64, with single-row
 and 64-row requests, for
 
-* ``in-process``: the same model called directly (the limit; concurrency 1 only),
+* ``in-process, 1 a call``: each request decoded and ``predict`` called on it alone, in
+  this process (concurrency 1): what one request costs without HTTP and without batching,
+* ``in-process, 64 a call``: 64 requests decoded as the server decodes them (the
+  numeric lane, else pydantic), then one ``predict`` call on all 64 (shown at
+  concurrency 64): the decode-and-model limit of *one core* with dynamic batching
+  (sklearn's per-call overhead amortised; one BLAS thread, as in each server worker on
+  2 cores); latencies are per call,
 * ``functions-framework``: a plain functions-framework function serving the same model
   under functions-framework's own server (one worker),
 * ``functions-framework, 2 workers``: the same under gunicorn with 2 workers
@@ -14,7 +20,9 @@ and 64-row requests, for
 Targets: concurrency 1 p50 within 0.30 ms of functions-framework; concurrency 64 at
 least 1.5x the two-worker baseline, for single-row and for 64-row requests.
 
-Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) after a short warm-up; the load
+Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) after a 1 s warm-up; beside each
+server cell, the CPU its processes used per request (user + system, all workers: the
+figure that other work on a shared machine disturbs least). The load
 generator is wrk when installed, else :mod:`bench._load` (asyncio, keep-alive).
 ``MLFN_BENCH_QUICK=1`` measures only concurrency 1 and 64 and batching on, for
 iterating; the full table is the default.
@@ -32,11 +40,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench._load import LoadResult, stop_process
-from bench._wrk import generator, load
+from bench._wrk import generator, load, tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 64)
@@ -44,6 +53,8 @@ ROWS = (1, 64)
 QUICK_CONCURRENCY = (1, 64)
 QUICK_ROWS = (1, 64)
 FF2 = "functions-framework, 2 workers"
+IN_PROCESS = "in-process, 1 a call"
+BATCHED = "in-process, 64 a call (1 core)"
 
 
 def _free_port() -> int:
@@ -77,7 +88,7 @@ def _ready(port: int, path: str, method: str = "GET", body: bytes = b"") -> bool
 @contextmanager
 def _server(
     argv: list[str], env: dict[str, str], port: int, probe: tuple[str, str, bytes]
-) -> Iterator[None]:
+) -> Iterator[int]:
     proc = subprocess.Popen(
         argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -91,42 +102,64 @@ def _server(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{argv} not ready after 120s")
             time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
         stop_process(proc)
 
 
-def _in_process(rows: int, seconds: float) -> LoadResult:
+def _in_process(rows: int, seconds: float, per_call: int = 1) -> LoadResult:
+    """``predict`` in this process on ``per_call`` requests a call (decode included)."""
+    from threadpoolctl import threadpool_limits
+
     from functions._digits import MODEL, PredictRequest
     from functions.predict import predict
     from mlfn.settings import Settings
     from runtime.models import open_model
+    from runtime.server.numeric import lane_for
     from runtime.spec import ModelRef
+
+    lane = lane_for(PredictRequest)
+    assert lane is not None
+
+    def decode(body: bytes) -> PredictRequest:
+        return lane.decode(body) or PredictRequest.model_validate_json(body)  # type: ignore[return-value]
 
     handle = open_model(ModelRef(name=MODEL), Settings())
     handle.start()
+    one_core = threadpool_limits(1)  # as each server worker runs on 2 cores: one BLAS thread
     try:
         body = _body(rows)
         lat: list[float] = []
         clock = time.perf_counter
         end = clock() + seconds
+        cpu = time.process_time()
         while clock() < end:
             t0 = clock()
-            predict([PredictRequest.model_validate_json(body)], handle.current())
+            predict([decode(body) for _ in range(per_call)], handle.current())
             lat.append(clock() - t0)
+        used = time.process_time() - cpu
     finally:
+        one_core.restore_original_limits()
         handle.stop()
-    return LoadResult.of_latencies(lat, seconds)
+    result = LoadResult.of_latencies(lat, seconds)
+    cpu_us = 1e6 * used / (len(lat) * per_call) if lat else None
+    return replace(result, rps=result.rps * per_call, cpu_us=cpu_us)
 
 
-def _measure(port: int, seconds: float, quick: bool = False) -> dict[tuple[int, int], LoadResult]:
+def _measure(
+    port: int, pid: int, seconds: float, quick: bool = False
+) -> dict[tuple[int, int], LoadResult]:
+    """Each cell after a 1 s warm-up; ``cpu_us``: the server's processes' CPU per request."""
     out = {}
     for rows in QUICK_ROWS if quick else ROWS:
         body, headers = _body(rows), {"Content-Type": "application/json"}
         for c in QUICK_CONCURRENCY if quick else CONCURRENCY:
-            out[(c, rows)] = load(
-                "127.0.0.1", port, "POST", "/", body, headers, concurrency=c, duration=seconds
-            )
+            args = ("127.0.0.1", port, "POST", "/", body, headers)
+            load(*args, concurrency=c, duration=1, warmup=0)
+            cpu = tree_cpu_seconds(pid)
+            r = load(*args, concurrency=c, duration=seconds, warmup=0)
+            used = tree_cpu_seconds(pid) - cpu
+            out[(c, rows)] = replace(r, cpu_us=1e6 * used / r.requests if r.requests else None)
     return out
 
 
@@ -143,7 +176,8 @@ def main() -> None:
         os.environ["MLFN_HOME"] = home  # the in-process limit reads the same store
         results: list[tuple[str, int, int, LoadResult]] = []
         for rows in QUICK_ROWS if quick else ROWS:  # also bootstraps the model into the store
-            results.append(("in-process (limit)", 1, rows, _in_process(rows, seconds)))
+            results.append((IN_PROCESS, 1, rows, _in_process(rows, seconds)))
+            results.append((BATCHED, 64, rows, _in_process(rows, seconds, per_call=64)))
         probe = ("POST", "/", _body(1))
         port = _free_port()
         ff = [
@@ -159,15 +193,16 @@ def main() -> None:
             "--port",
             str(port),
         ]
-        with _server(ff, env, port, probe):
+        with _server(ff, env, port, probe) as pid:
             results += [
                 ("functions-framework", c, r, v)
-                for (c, r), v in _measure(port, seconds, quick).items()
+                for (c, r), v in _measure(port, pid, seconds, quick).items()
             ]
         port = _free_port()
         ff[-1] = str(port)
-        with _server(ff, {**env, "WORKERS": "2"}, port, probe):
-            results += [(FF2, c, r, v) for (c, r), v in _measure(port, seconds, quick).items()]
+        with _server(ff, {**env, "WORKERS": "2"}, port, probe) as pid:
+            measured = _measure(port, pid, seconds, quick)
+            results += [(FF2, c, r, v) for (c, r), v in measured.items()]
         for batching in ("true",) if quick else ("true", "false"):
             port = _free_port()
             mlfn = [
@@ -179,9 +214,11 @@ def main() -> None:
                 "--port",
                 str(port),
             ]
-            with _server(mlfn, {**env, "MLFN_BATCHING": batching}, port, ("GET", "/readyz", b"")):
+            menv = {**env, "MLFN_BATCHING": batching}
+            with _server(mlfn, menv, port, ("GET", "/readyz", b"")) as pid:
                 name = f"mlfn batching={'on' if batching == 'true' else 'off'}"
-                results += [(name, c, r, v) for (c, r), v in _measure(port, seconds, quick).items()]
+                measured = _measure(port, pid, seconds, quick)
+                results += [(name, c, r, v) for (c, r), v in measured.items()]
     print(f"load: {generator()}; {seconds:g}s a cell; mlfn: one worker per CPU")
     print(_table(results))
     print(_targets(results))
@@ -207,11 +244,16 @@ def _targets(results: list[tuple[str, int, int, Any]]) -> str:
 
 
 def _table(results: list[tuple[str, int, int, Any]]) -> str:
-    head = f"{'server':32} {'conc':>4} {'rows':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    head = (
+        f"{'server':32} {'conc':>4} {'rows':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'CPU us/req':>10}"
+    )
     lines = [head, "-" * len(head)]
     for name, c, rows, r in sorted(results, key=lambda x: (x[2], x[1])):
+        cpu = f"{r.cpu_us:>10.0f}" if r.cpu_us is not None else f"{'':>10}"
         lines.append(
-            f"{name:32} {c:>4} {rows:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>6}"
+            f"{name:32} {c:>4} {rows:>4} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.errors:>6} {cpu}"
         )
     return "\n".join(lines)
 

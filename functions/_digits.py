@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from runtime import stack
+
 FEATURES_TYPE = "mlfn.digits.features"
 PUBLISHED_TYPE = "mlfn.model.published"
 MODEL = "digits"
@@ -69,8 +71,7 @@ def bootstrap_rows() -> int:
 def batch_rows(batch: list[PredictRequest]) -> tuple[NDArray[np.float64], list[int]]:
     """Stack the rows of every request into one array; return it and each request's size."""
     sizes = [len(r.instances) for r in batch]
-    X = np.asarray([row for r in batch for row in r.instances], dtype=np.float64)
-    return X, sizes
+    return stack(batch, "instances"), sizes
 
 
 def split(

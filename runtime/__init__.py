@@ -5,6 +5,7 @@ User code in ``functions/`` imports only from here::
     from runtime import inference, event, CloudEvent, Context
 """
 
+from runtime.arrays import Rows, stack
 from runtime.context import Context
 from runtime.datasets import DataRange, DatasetStore, Row
 from runtime.errors import (
@@ -59,6 +60,7 @@ __all__ = [
     "RetrainPolicy",
     "Rollout",
     "Row",
+    "Rows",
     "Scaling",
     "SpecError",
     "Subscription",
@@ -68,4 +70,5 @@ __all__ = [
     "new_event",
     "open_model",
     "register_bootstrap",
+    "stack",
 ]

@@ -11,11 +11,17 @@ JSON parser would reach, so that a body that is not JSON (the bytes of a binary-
 CloudEvent, a binary tensor after its JSON header) is not blamed for brackets it happens
 to contain: the scan stops at the first byte that cannot appear in JSON outside a string,
 and at the end of the first complete value.
+
+Most bodies (numbers, keys, plain strings: every byte one a JSON parser may meet outside a
+string, and no backslash) take a shorter way to the same answer: ``bytes.translate`` drops
+everything but brackets and quotes, the strings go with one regular expression, and the
+scan runs over what is left (a 64-row request of 64 numbers: 24 KB in, 130 bytes scanned).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from runtime.server.errors import BadRequest
@@ -24,6 +30,12 @@ __all__ = ["check_depth", "json_depth"]
 
 # bytes a JSON parser may meet outside a string (letters stay: true, null, NaN, Infinity)
 _OUTSIDE_OK = b' \t\n\r[]{}:,"+-.0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
+_STRUCTURE = b'[]{}"'
+# deleted by the short way: every byte allowed outside a string except brackets and quotes
+_PLAIN = bytes(b for b in _OUTSIDE_OK if b not in _STRUCTURE)
+_COUNT_FIRST_BYTES = 4096  # up to this size a body's brackets are counted before any scan
+_OPENING = b"[{"
+_STRINGS = re.compile(rb'"[^"]*"?')  # without backslashes a string ends at the next quote
 _tables: tuple[Any, Any] | None = None
 
 
@@ -69,6 +81,36 @@ def json_depth(body: bytes) -> int:
         >>> json_depth(b'{"a": [1, [2]], "b": "[[[["}')
         3
     """
+    short = _short_depth(body)
+    return short if short is not None else _scanned_depth(body)
+
+
+def _short_depth(body: bytes) -> int | None:
+    """The short way, or None where it does not apply (a byte a parser stops at or that
+    only a string may hold, a backslash, another encoding: a BOM or NUL stays in the
+    skeleton)."""
+    skeleton = body.translate(None, _PLAIN)
+    if skeleton.translate(None, _STRUCTURE):
+        return None
+    if b'"' in skeleton:
+        skeleton = _STRINGS.sub(b"", skeleton)
+    if len(skeleton) <= 1024:  # a few hundred brackets: Python is quicker than numpy's calls
+        depth = top = 0
+        for byte in skeleton:  # only brackets are left
+            depth += 1 if byte in _OPENING else -1
+            if depth <= 0:  # the first value is complete (or never began)
+                break
+            if depth > top:
+                top = depth
+        return top
+    import numpy as np
+
+    _, step = _lookup_tables(np)
+    return _depth_of(np, step[np.frombuffer(skeleton, dtype=np.uint8)])
+
+
+def _scanned_depth(body: bytes) -> int:
+    """The long way: every byte, strings and escapes found with numpy."""
     import numpy as np
 
     bad_byte, step = _lookup_tables(np)
@@ -86,6 +128,11 @@ def json_depth(body: bytes) -> int:
     steps = step[a[:end]]
     if inside is not None:
         steps[inside[:end]] = 0
+    return _depth_of(np, steps)
+
+
+def _depth_of(np: Any, steps: Any) -> int:
+    """The deepest level of the first value, from the +1 / -1 / 0 of each byte."""
     opened = np.flatnonzero(steps)[:1]
     if not opened.size:
         return 0
@@ -99,14 +146,18 @@ def json_depth(body: bytes) -> int:
 def check_depth(body: bytes, limit: int) -> None:
     """Raise a 400 when ``body`` nests arrays and objects deeper than ``limit``.
 
-    A body with at most ``limit`` opening brackets is accepted after counting them.
+    A body with at most ``limit`` opening brackets is accepted after counting them
+    (above 4 KB, when the short way applies, it goes first: it is the cheaper pass).
 
     Raises:
         BadRequest: the body nests deeper than ``limit`` levels.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return
-    depth = json_depth(body)
+    # a large body of numbers: the short way costs less than counting its brackets first
+    depth = _short_depth(body) if len(body) > _COUNT_FIRST_BYTES else None
+    if depth is None:
+        if body.count(b"[") + body.count(b"{") <= limit:
+            return
+        depth = json_depth(body)
     if depth > limit:
         raise BadRequest(
             f"JSON nested deeper than {limit} levels (the body reaches {depth}); "

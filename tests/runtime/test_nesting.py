@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mlfn.settings import Settings
 from runtime.registry import discover
-from runtime.server import App, Request, create_app
+from runtime.server import App, Request, create_app, nesting
 from runtime.server.errors import BadRequest
 from runtime.server.nesting import check_depth, json_depth
 
@@ -118,3 +118,35 @@ def test_the_limit_is_a_setting() -> None:
     nested = b"[" * 80 + b"]" * 80
     r = app.handle(Request("POST", "/", {**CE, "content-type": "application/json"}, nested))
     assert r.status == 200 and r.json()["seen"] is not None
+
+
+structural_bytes = st.lists(
+    st.sampled_from(
+        [b"[", b"]", b"{", b"}", b'"', b"1", b",", b" ", b":", b"a", b"\\", b"#", b"\x00"]
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(st.one_of(json_values.map(lambda v: json.dumps(v).encode()), structural_bytes))
+def test_the_short_way_agrees_with_the_scan(body: bytes) -> None:
+    short = nesting._short_depth(body)
+    if short is not None:
+        assert short == nesting._scanned_depth(body)
+
+
+def test_a_body_of_numbers_takes_the_short_way() -> None:
+    body = json.dumps({"instances": [[0.5] * 64] * 64, "probabilities": False}).encode()
+    assert nesting._short_depth(body) == 3
+    assert nesting._short_depth(b'["\\\\", [[1]]]') is None  # an escape: the scan decides
+
+
+def test_a_large_body_of_numbers_is_checked_the_short_way() -> None:
+    shallow = json.dumps({"instances": [[0.5] * 64] * 200}).encode()
+    check_depth(shallow, 3)
+    with pytest.raises(BadRequest, match="nested deeper than 2 levels"):
+        check_depth(shallow, 2)
+    deep = b"[" * 3000 + b"1" + b"]" * 3000
+    with pytest.raises(BadRequest, match=r"the body reaches 3000"):
+        check_depth(deep, 64)

@@ -55,8 +55,10 @@ def test_public_api_is_pinned() -> None:
             "ModelHandle",
             "ModelStore",
             "Row",
+            "Rows",
             "open_model",
             "register_bootstrap",
+            "stack",
         ]
     )
 
