@@ -56,7 +56,9 @@ def _concurrency() -> dict[str, Any]:
     if not _gevent_patched():
         return {}
     gevent = sys.modules["gevent"]
-    return {"spawn": gevent.spawn, "defer": gevent.get_hub().loop.run_callback}
+    # spawn_raw: a bare greenlet; gevent.spawn also records the spawning stack (line
+    # numbers of ten frames) for every call
+    return {"spawn": gevent.spawn_raw, "defer": gevent.get_hub().loop.run_callback}
 
 
 class InferenceService:
