@@ -191,7 +191,11 @@ def split_raw(message: bytes) -> tuple[bytes, list[memoryview]] | None:
             pos += 1
             kind = tag & 7
             if kind == 2:
-                n, pos = _varint(message, pos)
+                n = message[pos]
+                if n < 0x80:  # a length under 128: one byte, read here
+                    pos += 1
+                else:
+                    n, pos = _varint(message, pos)
                 if pos + n > end:
                     return None
                 if tag == _RAW_TAG:
