@@ -13,7 +13,8 @@ Load generators: at concurrency 1, one Python client for every route
 (:mod:`bench._one_client`: prepared bytes on one socket, HTTP/1.1 or h2c), the routes
 by turns in blocks of 20 requests, so that each sees the same machine and pays the same
 client (h2load costs 30-40 us more CPU a call than wrk, which a c=1 gRPC row would
-carry). At concurrency 64, wrk for HTTP and h2load (nghttp2) for gRPC when installed,
+carry), against a server of one worker (with two, each route's connection lands on
+either worker, and on a shared machine their cores carry different loads). At concurrency 64, wrk for HTTP and h2load (nghttp2) for gRPC when installed,
 C clients that leave the cores to the server; else the asyncio HTTP generator and
 grpcio's asyncio client (which costs about as much CPU per call as the server: on a
 2-core machine it caps the gRPC rows). The header line says which ran; compare rows of
@@ -246,55 +247,63 @@ def main() -> None:
             "MLFN_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(REPO),
         }
-        port, grpc_port = _free_port(), _free_port()
-        argv = [
-            sys.executable,
-            "-c",
-            "from mlfn.cli import main; main()",
-            "serve",
-            "predict",
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(grpc_port),
-        ]
-        with _serving(argv, env, port) as proc:
-            for rows in ROWS:
-                x = _rows(rows)
-                for c in CONCURRENCY:
-                    if c == 1:  # one client for every route, routes by turns
-                        for route, (result, cpu) in _one_by_turns(
-                            port, grpc_port, x, seconds, lambda: _cpu_seconds(proc.pid)
-                        ).items():
+        # c=1 first, on a server of one worker: a lone request uses one worker, and with
+        # two each route's connection would land on either, whose cores carry different
+        # loads on a shared machine; then c=64 on the default workers (one per CPU)
+        for workers, concurrency in (("1", CONCURRENCY[:1]), (None, CONCURRENCY[1:])):
+            port, grpc_port = _free_port(), _free_port()
+            argv = [
+                sys.executable,
+                "-c",
+                "from mlfn.cli import main; main()",
+                "serve",
+                "predict",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+            ]
+            served_env = env if workers is None else {**env, "MLFN_WORKERS": workers}
+            with _serving(argv, served_env, port) as proc:
+                for rows in ROWS:
+                    x = _rows(rows)
+                    for c in concurrency:
+                        if c == 1:  # one client for every route, routes by turns
+                            for route, (result, cpu) in _one_by_turns(
+                                port, grpc_port, x, seconds, lambda: _cpu_seconds(proc.pid)
+                            ).items():
+                                results.append((route, c, rows, result))
+                                cpu_ms[(route, c, rows)] = cpu / max(result.requests, 1) * 1000
+                            continue
+                        for route in ROUTES:
+                            cpu_before = _cpu_seconds(proc.pid)
+                            if route == "OIP gRPC":
+                                result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
+                            else:
+                                path, body, headers = _http_request(route, x)
+                                result = http_load(
+                                    "127.0.0.1",
+                                    port,
+                                    "POST",
+                                    path,
+                                    body,
+                                    headers,
+                                    concurrency=c,
+                                    duration=seconds,
+                                )
+                                ran = _http_seconds(seconds)
+                            _drained(port)
+                            cpu = _cpu_seconds(proc.pid) - cpu_before
+                            served = result.rps * ran  # warm-up too
                             results.append((route, c, rows, result))
-                            cpu_ms[(route, c, rows)] = cpu / max(result.requests, 1) * 1000
-                        continue
-                    for route in ROUTES:
-                        cpu_before = _cpu_seconds(proc.pid)
-                        if route == "OIP gRPC":
-                            result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
-                        else:
-                            path, body, headers = _http_request(route, x)
-                            result = http_load(
-                                "127.0.0.1",
-                                port,
-                                "POST",
-                                path,
-                                body,
-                                headers,
-                                concurrency=c,
-                                duration=seconds,
-                            )
-                            ran = _http_seconds(seconds)
-                        _drained(port)
-                        cpu = _cpu_seconds(proc.pid) - cpu_before
-                        served = result.rps * ran  # warm-up too
-                        results.append((route, c, rows, result))
-                        cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+                            cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+    order = {(r, c): i for i, (r, c) in enumerate((r, c) for r in ROWS for c in CONCURRENCY)}
+    results.sort(key=lambda cell: (order[(cell[2], cell[1])], ROUTES.index(cell[0])))
     grpc_client = "h2load" if _h2load.available() else "grpcio (asyncio; install h2load)"
     print(
-        "load generators: c=1 one Python client for every route, the routes by turns "
-        f"(bench/_one_client.py); c={CONCURRENCY[-1]} HTTP {http_generator()}, gRPC {grpc_client}"
+        "load generators: c=1 one Python client for every route, the routes by turns, "
+        f"one worker (bench/_one_client.py); c={CONCURRENCY[-1]} HTTP {http_generator()}, "
+        f"gRPC {grpc_client}, one worker per CPU"
     )
     print(_table(results, cpu_ms))
     print(_targets(results))
