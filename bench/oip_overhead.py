@@ -54,7 +54,6 @@ def calls(rows: int) -> dict[str, Callable[[], object]]:
     from functions.predict import predict
     from runtime.function import function_of
     from runtime.server.dispatch import Dispatcher
-    from runtime.server.grpc import grpc_predict_v2_pb2 as pb
     from runtime.server.grpc.service import InferenceService
     from runtime.server.metrics import Metrics
     from runtime.settings import RuntimeSettings
@@ -85,7 +84,7 @@ def calls(rows: int) -> dict[str, Callable[[], object]]:
     message = _grpc_request(x).SerializeToString()
 
     def grpc_call() -> object:  # the service's parse, RPC and serialise; not its ids and metrics
-        return service._infer(pb.ModelInferRequest.FromString(message)).SerializeToString()
+        return service._infer_message(message)
 
     out["OIP gRPC"] = grpc_call
     return out

@@ -9,13 +9,21 @@ concurrency 1 and 64, with 1-row and 64-row requests, for
   (``Inference-Header-Content-Length``) and binary outputs back, as tritonclient sends,
 * ``OIP gRPC``: ``ModelInfer`` with ``raw_input_contents`` (8 HTTP/2 connections).
 
-Load generators: wrk for HTTP and h2load (nghttp2) for gRPC when installed, C clients
-that leave the cores to the server; else the asyncio HTTP generator and grpcio's asyncio
-client (which costs about as much CPU per call as the server: on a 2-core machine it
-caps the gRPC rows). The header line says which ran; compare rows of one run.
+Load generators: at concurrency 1, one Python client for every route
+(:mod:`bench._one_client`: prepared bytes on one socket, HTTP/1.1 or h2c), the routes
+by turns in blocks of 20 requests, so that each sees the same machine and pays the same
+client (h2load costs 30-40 us more CPU a call than wrk, which a c=1 gRPC row would
+carry), against a server of one worker (with two, each route's connection lands on
+either worker, and on a shared machine their cores carry different loads). At concurrency 64, wrk for HTTP and h2load (nghttp2) for gRPC when installed,
+C clients that leave the cores to the server; else the asyncio HTTP generator and
+grpcio's asyncio client (which costs about as much CPU per call as the server: on a
+2-core machine it caps the gRPC rows). The header line says which ran; compare rows of
+one run.
 
 ``cpu ms/req`` is the server's CPU time (all its processes, from /proc) per request
-served, warm-up included: on a machine shared with other work it is the steadier figure.
+served, warm-up included at c=64; at c=1 the CPU used during each route's blocks (10 ms
+ticks, averaged over many blocks): on a machine shared with other work it is the
+steadier figure.
 
 Targets: REST binary and gRPC at least as fast as the JSON route for 64-row requests,
 and no slower for 1-row requests (within 5%: the noise of one run on a shared machine).
@@ -33,14 +41,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench import _h2load
+from bench import _h2load, _one_client
 from bench._load import LoadResult, stop_process
 from bench._wrk import generator as http_generator
 from bench._wrk import load as http_load
@@ -239,48 +247,86 @@ def main() -> None:
             "MLFN_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(REPO),
         }
-        port, grpc_port = _free_port(), _free_port()
-        argv = [
-            sys.executable,
-            "-c",
-            "from mlfn.cli import main; main()",
-            "serve",
-            "predict",
-            "--port",
-            str(port),
-            "--grpc-port",
-            str(grpc_port),
-        ]
-        with _serving(argv, env, port) as proc:
-            for rows in ROWS:
-                x = _rows(rows)
-                for c in CONCURRENCY:
-                    for route in ROUTES:
-                        cpu_before = _cpu_seconds(proc.pid)
-                        if route == "OIP gRPC":
-                            result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
-                        else:
-                            path, body, headers = _http_request(route, x)
-                            result = http_load(
-                                "127.0.0.1",
-                                port,
-                                "POST",
-                                path,
-                                body,
-                                headers,
-                                concurrency=c,
-                                duration=seconds,
-                            )
-                            ran = _http_seconds(seconds)
-                        _drained(port)
-                        cpu = _cpu_seconds(proc.pid) - cpu_before
-                        served = result.rps * ran  # warm-up too
-                        results.append((route, c, rows, result))
-                        cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+        # c=1 first, on a server of one worker: a lone request uses one worker, and with
+        # two each route's connection would land on either, whose cores carry different
+        # loads on a shared machine; then c=64 on the default workers (one per CPU)
+        for workers, concurrency in (("1", CONCURRENCY[:1]), (None, CONCURRENCY[1:])):
+            port, grpc_port = _free_port(), _free_port()
+            argv = [
+                sys.executable,
+                "-c",
+                "from mlfn.cli import main; main()",
+                "serve",
+                "predict",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+            ]
+            served_env = env if workers is None else {**env, "MLFN_WORKERS": workers}
+            with _serving(argv, served_env, port) as proc:
+                for rows in ROWS:
+                    x = _rows(rows)
+                    for c in concurrency:
+                        if c == 1:  # one client for every route, routes by turns
+                            for route, (result, cpu) in _one_by_turns(
+                                port, grpc_port, x, seconds, lambda: _cpu_seconds(proc.pid)
+                            ).items():
+                                results.append((route, c, rows, result))
+                                cpu_ms[(route, c, rows)] = cpu / max(result.requests, 1) * 1000
+                            continue
+                        for route in ROUTES:
+                            cpu_before = _cpu_seconds(proc.pid)
+                            if route == "OIP gRPC":
+                                result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
+                            else:
+                                path, body, headers = _http_request(route, x)
+                                result = http_load(
+                                    "127.0.0.1",
+                                    port,
+                                    "POST",
+                                    path,
+                                    body,
+                                    headers,
+                                    concurrency=c,
+                                    duration=seconds,
+                                )
+                                ran = _http_seconds(seconds)
+                            _drained(port)
+                            cpu = _cpu_seconds(proc.pid) - cpu_before
+                            served = result.rps * ran  # warm-up too
+                            results.append((route, c, rows, result))
+                            cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+    order = {(r, c): i for i, (r, c) in enumerate((r, c) for r in ROWS for c in CONCURRENCY)}
+    results.sort(key=lambda cell: (order[(cell[2], cell[1])], ROUTES.index(cell[0])))
     grpc_client = "h2load" if _h2load.available() else "grpcio (asyncio; install h2load)"
-    print(f"load generators: HTTP {http_generator()}; gRPC {grpc_client}")
+    print(
+        "load generators: c=1 one Python client for every route, the routes by turns, "
+        f"one worker (bench/_one_client.py); c={CONCURRENCY[-1]} HTTP {http_generator()}, "
+        f"gRPC {grpc_client}, one worker per CPU"
+    )
     print(_table(results, cpu_ms))
     print(_targets(results))
+
+
+def _one_by_turns(
+    port: int, grpc_port: int, x: np.ndarray, seconds: float, cpu: Callable[[], float]
+) -> dict[str, tuple[LoadResult, float]]:
+    """The c=1 cells of every route with one client, by turns (each route about
+    ``seconds``): the result and the server CPU seconds of each."""
+    calls: dict[str, _one_client.Call] = {}
+    for route in ROUTES:
+        if route == "OIP gRPC":
+            message = _grpc_request(x).SerializeToString()
+            _grpc_check(f"127.0.0.1:{grpc_port}", _grpc_request(x))
+            calls[route] = _one_client.grpc_call("127.0.0.1", grpc_port, INFER, message)
+        else:
+            path, body, headers = _http_request(route, x)
+            wire = _one_client.http_request_bytes("127.0.0.1", port, path, body, headers)
+            calls[route] = _one_client.http_call("127.0.0.1", port, wire)
+    return _one_client.interleaved(
+        calls, duration=seconds * len(calls), warmup=0.5 * len(calls), cpu=cpu
+    )
 
 
 def _http_seconds(seconds: float) -> float:

@@ -173,6 +173,9 @@ class App:
 
             self._flask = flask_app(function, settings.server.max_body_bytes)
         self._alias = f"/{function.name}"
+        self._model_names = frozenset(
+            {function.spec.name} | ({function.spec.model.name} if function.spec.model else set())
+        )
         self._closers: list[Callable[[], None]] = []
         self._openapi: bytes | None = None
 
@@ -628,7 +631,7 @@ class App:
 
     def check_model_name(self, name: str) -> None:
         """A 404 unless ``name`` is this function's (or its model's) name."""
-        names = {self.spec.name} | ({self.spec.model.name} if self.spec.model else set())
+        names = self._model_names
         if name not in names:
             raise e.NotFound(f"no model {name!r} here; this server serves {self.spec.name!r}")
 

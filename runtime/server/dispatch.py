@@ -110,6 +110,7 @@ class Dispatcher:
         self.batcher: Batcher[BaseModel, BaseModel] | None = None
         self.versions = PinnedVersions()
         self._plain = oip_plan.plain_fields(function.response_model)  # the fast OIP encoder
+        self._binary = oip_binary.HeaderReader()  # binary OIP headers parsed once
         # under gevent a request never yields while it runs the model: without a pause a
         # connection whose client answers fast is served again and again, others starve
         self._pause = _cooperative_yield()
@@ -235,7 +236,7 @@ class Dispatcher:
         """
         length = headers.get(oip_binary.HEADER)
         if length is not None:
-            payload, arrays = oip_binary.split_request(body, length)
+            payload, arrays = self._binary.split(body, length)
         else:
             ctype = headers.get("content-type", "")
             if not _is_json(ctype):

@@ -7,7 +7,13 @@ import pytest
 
 from runtime.server.errors import BadRequest
 from runtime.server.grpc import grpc_predict_v2_pb2 as pb
-from runtime.server.grpc.codec import request_payload, response_message
+from runtime.server.grpc.codec import (
+    RequestReader,
+    encode_response,
+    request_payload,
+    response_message,
+    split_raw,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -81,3 +87,96 @@ def test_every_server_error_names_a_grpc_status_code() -> None:
     for cls in classes:
         assert isinstance(getattr(grpc.StatusCode, cls.grpc), grpc.StatusCode), cls
     assert errors.BadRequest.grpc == "INVALID_ARGUMENT" and errors.NotReady.grpc == "UNAVAILABLE"
+
+
+def _common(**extra: object) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name="m", model_version="2", id="r9", **extra)
+    req.inputs.add(name="x", datatype="FP32", shape=[2, 3])
+    req.inputs.add(name="y", datatype="INT64", shape=[2])
+    req.outputs.add(name="predictions")
+    req.parameters["probabilities"].bool_param = True
+    req.raw_input_contents.extend(
+        [np.arange(6, dtype="<f4").tobytes(), np.array([7, 8], dtype="<i8").tobytes()]
+    )
+    return req
+
+
+def test_the_reader_reads_what_the_general_path_reads_and_keeps_the_head() -> None:
+    reader = RequestReader()
+    req = _common()
+    for _ in range(2):  # the second call is served from the kept head
+        got = reader.read(req.SerializeToString())
+        assert got is not None
+        payload, arrays = request_payload(req)
+        assert (got.model_name, got.model_version) == ("m", "2")
+        assert got.payload == payload
+        assert {k: a.tolist() for k, a in got.arrays.items()} == {
+            k: a.tolist() for k, a in arrays.items()
+        }
+        assert all(got.arrays[k].dtype == arrays[k].dtype for k in arrays)
+    req.raw_input_contents[0] = np.ones(6, dtype="<f4").tobytes()  # same head, new tensor
+    again = reader.read(req.SerializeToString())
+    assert again is not None and again.arrays[0].tolist() == [[1.0] * 3] * 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "typed contents",
+        "BYTES",
+        "a raw size that does not fit",
+        "one raw entry for two inputs",
+        "a negative size",
+        "not protobuf",
+    ],
+)
+def test_the_reader_leaves_anything_unusual_to_the_general_path(change: str) -> None:
+    req = _common()
+    if change == "typed contents":
+        del req.raw_input_contents[:]
+        req.inputs[0].contents.fp32_contents.extend([0.0] * 6)
+    elif change == "BYTES":
+        req.inputs[1].datatype = "BYTES"
+    elif change == "a raw size that does not fit":
+        req.raw_input_contents[1] = b"\x00" * 3
+    elif change == "one raw entry for two inputs":
+        del req.raw_input_contents[1]
+    elif change == "a negative size":
+        req.inputs[1].shape[0] = -2
+    message = b"\xff\xff\xff" if change == "not protobuf" else req.SerializeToString()
+    assert RequestReader().read(message) is None
+
+
+def test_split_raw_returns_none_for_wire_formats_it_does_not_read() -> None:
+    assert split_raw(b"\x0a\x05ab") is None  # a length past the end
+    assert split_raw(b"\x0d\x00\x00\x00\x00") is None  # a fixed32 field
+    head, raw = split_raw(b"") or (None, None)
+    assert head == b"" and raw == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"model_name": "m", "model_version": "3", "id": "r1", "outputs": []},
+        {"model_name": "m", "model_version": None, "outputs": []},
+        {
+            "model_name": "predict",
+            "model_version": "12",
+            "outputs": [
+                {"name": "predictions", "datatype": "INT64", "shape": [2], "data": np.arange(2)},
+                {
+                    "name": "probabilities",
+                    "datatype": "FP64",
+                    "shape": [2, 200],
+                    "data": np.zeros(400),
+                },
+                {"name": "ok", "datatype": "BOOL", "shape": [1], "data": [True]},
+                {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["é"]},
+            ],
+        },
+    ],
+)
+def test_the_direct_encoder_writes_what_protobuf_writes(reply: dict[str, object]) -> None:
+    want = response_message(reply).SerializeToString()
+    assert encode_response(reply) == want
+    assert pb.ModelInferResponse.FromString(encode_response(reply)) == response_message(reply)

@@ -166,3 +166,62 @@ def test_a_client_that_does_not_speak_http2_is_closed_and_others_are_served(
     # its SETTINGS, then GOAWAY (frame type 7) with PROTOCOL_ERROR (1)
     assert b"\x07\x00\x00\x00\x00\x00" in received and received.endswith(b"\x00\x00\x00\x01")
     assert _call(channel, "/t/Echo")(b"ok", timeout=30) == b"ko"
+
+
+def test_one_frame_larger_than_a_read_arrives_whole_in_small_pieces(
+    served: tuple[H2Server, Handler, grpc.Channel],
+) -> None:
+    """A DATA frame of 900 KB spans many reads (64 KiB each); sent in pieces of 50 KB
+    after half a preface, it is gathered and answered like one sent at once."""
+    import random
+    import socket
+    import struct
+
+    import hpack
+
+    from runtime.server.grpc.h2c import PREFACE, encode_message
+
+    server, _, _ = served
+    assert server.port is not None
+    message = random.Random(7).randbytes(900_000)
+    block = hpack.Encoder().encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/t/Echo"),
+            (":authority", "x"),
+            ("content-type", "application/grpc"),
+        ]
+    )
+
+    def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+        n = len(payload)
+        return struct.pack(">HBBBI", n >> 8, n & 0xFF, kind, flags, sid) + payload
+
+    window = (1 << 31) - 1
+    wire = (
+        PREFACE
+        + frame(4, 0, 0, struct.pack(">HI", 4, window))  # SETTINGS: a large stream window
+        + frame(8, 0, 0, struct.pack(">I", window - 65535))  # and connection window
+        + frame(1, 4, 1, block)
+        + frame(0, 1, 1, encode_message(message))
+    )
+    reply, buf, done = b"", b"", False
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(wire[:10])
+        for i in range(10, len(wire), 50_000):
+            sock.sendall(wire[i : i + 50_000])
+        while not done:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection before the trailers"
+            buf += chunk
+            while len(buf) >= 9:
+                hi, lo, kind, flags, sid = struct.unpack_from(">HBBBI", buf)
+                n = (hi << 8) | lo
+                if len(buf) < 9 + n:
+                    break
+                payload, buf = buf[9 : 9 + n], buf[9 + n :]
+                if kind == 0 and sid == 1:
+                    reply += payload
+                done = done or (kind == 1 and sid == 1 and bool(flags & 1))
+    assert reply == encode_message(message[::-1])

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from runtime.server.errors import BadRequest
-from runtime.server.oip_binary import decode_raw, encode_raw, encode_reply, split_request
+from runtime.server.oip_binary import (
+    HeaderReader,
+    decode_raw,
+    encode_raw,
+    encode_reply,
+    split_request,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -157,3 +163,51 @@ def test_outputs_go_binary_where_the_request_asks() -> None:
     assert len(everything[1]) - int(everything[0]["Inference-Header-Content-Length"]) == 24
     plain_headers, plain = encode_reply(json.loads(json.dumps(reply)), {})
     assert plain_headers == {"Content-Type": "application/json"} and json.loads(plain) == reply
+
+
+def _binary(values: np.ndarray, datatype: str, extra: bytes = b"") -> tuple[bytes, str]:
+    raw = values.tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(values.shape),
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    return head + raw + extra, str(len(head))
+
+
+def test_the_header_reader_answers_what_split_request_does_and_keeps_the_header() -> None:
+    reader = HeaderReader()
+    for k in range(3):  # the same header, new tensor bytes: served from the kept header
+        values = (np.arange(6, dtype="<f4") + k).reshape(2, 3)
+        body, n = _binary(values, "FP32")
+        payload, arrays = reader.split(body, n)
+        want_payload, want_arrays = split_request(body, n)
+        assert payload == want_payload
+        assert arrays[0].dtype == want_arrays[0].dtype
+        assert arrays[0].tolist() == want_arrays[0].tolist() == values.tolist()
+
+
+@pytest.mark.parametrize("case", ["a byte too many", "BYTES", "a bad length header"])
+def test_the_header_reader_refuses_what_split_request_refuses(case: str) -> None:
+    reader = HeaderReader()
+    values = np.arange(4, dtype="<i4")
+    body, n = _binary(values, "INT32")
+    reader.split(body, n)  # the header is kept
+    if case == "a byte too many":
+        body += b"\x00"
+    elif case == "BYTES":
+        body, n = _binary(values, "BYTES")
+    else:
+        n = "12x"
+    with pytest.raises(BadRequest) as got:
+        reader.split(body, n)
+    with pytest.raises(BadRequest) as want:
+        split_request(body, n)
+    assert got.value.message == want.value.message

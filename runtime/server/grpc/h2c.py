@@ -55,6 +55,8 @@ MAX_STREAMS = 1000
 """Calls one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)."""
 MAX_HEADER_BLOCK = 1 << 16
 """The largest header block (HEADERS and its CONTINUATIONs) a client may send."""
+READ_SIZE = 65536
+"""Bytes asked of each ``recv`` (a frame larger than that arrives over several)."""
 MAX_MESSAGE_TEXT = 2000
 """Longest ``grpc-message`` sent (clients cap metadata at a few KiB)."""
 
@@ -212,6 +214,7 @@ class _Connection:
         defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.sock = sock
+        self.send = _sender(sock)
         self.handler = handler
         self.spawn = spawn
         self.defer = defer
@@ -240,7 +243,7 @@ class _Connection:
             data, self.replies = b"".join(self.replies), []
         if data:
             with contextlib.suppress(OSError):  # the client left; the reader sees it too
-                self.sock.sendall(data)
+                self.send(data)
 
     def _flush_replies(self) -> None:
         with self.lock:
@@ -250,9 +253,11 @@ class _Connection:
         """Under the lock: send now, or with the other replies of this loop turn.
 
         Under gevent the replies of one batch are ready together: one send for all of
-        them (``defer`` runs the flush once the woken calls have run).
+        them (``defer`` runs the flush once the woken calls have run). A connection with
+        no other call in flight has nothing to wait for: its reply leaves now, without
+        another turn of the event loop.
         """
-        if self.defer is None:
+        if self.defer is None or (self.active <= 1 and not self.replies):
             self._write(data)
             return
         if not self.replies:
@@ -323,17 +328,30 @@ class _Connection:
         with self.lock:
             self._write(_frame(SETTINGS, 0, 0, settings))
             self._write(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(WINDOW - 65535)))
-        buf = b""
+        buf = b""  # bytes not parsed yet: the start of a frame (or of the preface)
+        held: list[bytes] = []  # what arrived since, until the frame is complete
+        have = 0  # len(buf) + the bytes held
+        need = len(PREFACE)  # what buf must hold before parsing goes on
         preface = True
         recv = self.sock.recv
         try:
             while True:
-                data = recv(262144)
+                # 64 KiB: a larger size costs an mmap and munmap per call (malloc's
+                # threshold), for every small call; large frames gather in ``held``
+                data = recv(READ_SIZE)
                 if not data:
                     return
-                buf = buf + data if buf else data
+                have += len(data)
+                if buf:
+                    held.append(data)
+                    if have < need and not preface:
+                        continue  # joined once, when the frame is whole: linear in its size
+                    buf = b"".join([buf, *held])
+                    held = []
+                else:
+                    buf = data
                 if preface:
-                    if len(buf) < len(PREFACE):
+                    if have < len(PREFACE):
                         if not PREFACE.startswith(buf):
                             raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection")
                         continue
@@ -341,16 +359,19 @@ class _Connection:
                         raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection")
                     buf, preface = buf[len(PREFACE) :], False
                 pos, end = 0, len(buf)
+                need = 9
                 while end - pos >= 9:
                     hi, lo, kind, flags, sid = _FRAME.unpack_from(buf, pos)
                     n = (hi << 8) | lo
                     if n > MAX_FRAME_IN:
                         raise _ConnectionError(FRAME_SIZE_ERROR, f"a frame of {n} bytes")
                     if end - pos - 9 < n:
+                        need = 9 + n
                         break
                     self._frame_in(kind, flags, sid & 0x7FFFFFFF, buf[pos + 9 : pos + 9 + n])
                     pos += 9 + n
-                buf = buf[pos:]
+                buf = buf[pos:] if pos else buf
+                have = len(buf)
                 self._flush_control()
         except _ConnectionError as err:
             log.info("gRPC connection closed: %s", err)
@@ -561,6 +582,29 @@ class _Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _sender(sock: socket.socket) -> Callable[[bytes], None]:
+    """``sock.sendall``, but under gevent one plain ``send`` on the OS socket first.
+
+    gevent's ``sendall`` asks the kernel for the send buffer size (a system call) and
+    slices the data in Python on every call; a reply of a few hundred bytes leaves in
+    one ``send`` (the OS socket is non-blocking under gevent). What the kernel does not
+    take at once goes through ``sendall``, which waits for room cooperatively.
+    """
+    raw = getattr(sock, "_sock", None)
+    if raw is None or raw.gettimeout() != 0.0:  # a plain blocking socket (threads)
+        return sock.sendall
+
+    def send(data: bytes) -> None:
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+
+    return send
 
 
 def _spawn_thread(fn: Callable[[], None]) -> object:

@@ -56,7 +56,9 @@ def _concurrency() -> dict[str, Any]:
     if not _gevent_patched():
         return {}
     gevent = sys.modules["gevent"]
-    return {"spawn": gevent.spawn, "defer": gevent.get_hub().loop.run_callback}
+    # spawn_raw: a bare greenlet; gevent.spawn also records the spawning stack (line
+    # numbers of ten frames) for every call
+    return {"spawn": gevent.spawn_raw, "defer": gevent.get_hub().loop.run_callback}
 
 
 class InferenceService:
@@ -65,6 +67,7 @@ class InferenceService:
     def __init__(self, app: App) -> None:
         self.app = app
         self.spec = app.spec
+        self._reader = codec.RequestReader()
         self._methods: dict[str, tuple[Any, Callable[[Any], Any]]] = {
             "ServerLive": (pb.ServerLiveRequest, lambda r: pb.ServerLiveResponse(live=True)),
             "ServerReady": (
@@ -86,8 +89,8 @@ class InferenceService:
 
     def __call__(self, path: str, metadata: Mapping[str, str], message: bytes) -> Reply:
         """Answer one call of ``path`` (the transport's :data:`~.h2c.Handler`)."""
-        method = path[len(SERVICE) :] if path.startswith(SERVICE) else None
-        entry = self._methods.get(method) if method is not None else None
+        method = path[len(SERVICE) :] if path.startswith(SERVICE) else ""
+        entry = self._methods.get(method)
         if entry is None:
             return Reply(e.GRPC_STATUS["UNIMPLEMENTED"], f"Method not found: {path}")
         rid = metadata.get("x-request-id") or os.urandom(16).hex()  # uuid4().hex, 5x cheaper
@@ -100,12 +103,10 @@ class InferenceService:
         try:
             with request_context(rid):
                 try:
+                    if method == "ModelInfer":
+                        return Reply(0, "", self._infer_message(message), trailers)
                     kind, answer = entry
-                    try:
-                        request = kind.FromString(message)
-                    except DecodeError as err:
-                        raise e.BadRequest(f"the {method} request does not parse: {err}") from None
-                    body = answer(request).SerializeToString()
+                    body = answer(_parse(kind, method, message)).SerializeToString()
                     return Reply(0, "", body, trailers)
                 except e.HttpError as err:
                     failure = err
@@ -154,11 +155,35 @@ class InferenceService:
     def _infer(self, request: Any) -> Any:
         self.app.check_model_name(request.model_name)
         payload, arrays = codec.request_payload(request)
-        version = request.model_version or None
-        reply = self.app.guarded(
-            lambda: self.app.dispatcher.oip_reply(payload, arrays, version, arrays_out=True)
+        return codec.response_message(self._reply(payload, arrays, request.model_version))
+
+    def _infer_message(self, message: bytes) -> bytes:
+        """``ModelInfer`` from the message's bytes to the reply's: the common request
+        through :class:`~.codec.RequestReader` (its head parsed once), any other as
+        :meth:`_infer` reads it."""
+        fast = self._reader.read(message)
+        if fast is None:
+            request = _parse(pb.ModelInferRequest, "ModelInfer", message)
+            self.app.check_model_name(request.model_name)
+            payload, arrays = codec.request_payload(request)
+            version = request.model_version
+        else:
+            self.app.check_model_name(fast.model_name)
+            payload, arrays, version = fast.payload, fast.arrays, fast.model_version
+        return codec.encode_response(self._reply(payload, arrays, version))
+
+    def _reply(self, payload: dict[str, Any], arrays: Any, version: str) -> dict[str, Any]:
+        pinned = version or None
+        return self.app.guarded(
+            lambda: self.app.dispatcher.oip_reply(payload, arrays, pinned, arrays_out=True)
         )
-        return codec.response_message(reply)
+
+
+def _parse(kind: Any, method: str, message: bytes) -> Any:
+    try:
+        return kind.FromString(message)
+    except DecodeError as err:
+        raise e.BadRequest(f"the {method} request does not parse: {err}") from None
 
 
 class GrpcServer:
