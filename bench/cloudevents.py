@@ -4,7 +4,9 @@ One table: requests/s and p50/p99 latency at concurrency 1 and 64 for a binary-m
 CloudEvent (``ce-*`` headers, a small JSON body), answered 204 by
 
 * ``functions-framework, 2 workers``: the same no-op function under functions-framework's
-  own gunicorn server with ``WORKERS=2`` (the baseline the targets are against),
+  own gunicorn server with ``WORKERS=2`` (the baseline the targets are against; at
+  concurrency 64 the best of 3 runs on new connections, since its workers race to
+  accept them and one may take nearly all),
 * ``mlfn serve, before`` (when git can export it): ``mlfn serve`` of the commit
   ``MLFN_BENCH_BASE_REV`` (default: the last commit before the multi-worker server), for
   "concurrency 1 p50 no worse than before",
@@ -38,6 +40,8 @@ from bench._wrk import generator, load, tree_cpu_seconds
 REPO = Path(__file__).resolve().parent.parent
 BASE_REV = os.environ.get("MLFN_BENCH_BASE_REV", "6ca26ca")
 CONCURRENCY = (1, 64)
+FF2 = "functions-framework, 2 workers"
+BASELINE_BEST_OF = 3  # the baseline's cells above concurrency 1: best of 3 runs
 HEADERS = {
     "Content-Type": "application/json",
     "ce-specversion": "1.0",
@@ -109,15 +113,21 @@ def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Itera
             proc.stderr.close()
 
 
-def _measure(port: int, pid: int, seconds: float) -> dict[int, Cell]:
+def _measure(port: int, pid: int, seconds: float, best_of: int = 1) -> dict[int, Cell]:
+    """``best_of``: cells above concurrency 1 run that many times on new connections and
+    the fastest counts (a pre-fork baseline's workers race to accept the connections, and
+    one may take nearly all of them: the baseline gets its best split)."""
     out = {}
     for c in CONCURRENCY:
-        cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
-        r = load("127.0.0.1", port, "POST", "/", BODY, HEADERS, concurrency=c, duration=seconds)
-        cpu = tree_cpu_seconds(pid) - cpu0
-        # the warm-up's requests cost CPU too: count them at the measured rate
-        served = r.rps * (time.monotonic() - t0)
-        out[c] = Cell(r, cpu / served * 1e6 if served else float("nan"))
+        cells = []
+        for _ in range(best_of if c > 1 else 1):
+            cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
+            r = load("127.0.0.1", port, "POST", "/", BODY, HEADERS, concurrency=c, duration=seconds)
+            cpu = tree_cpu_seconds(pid) - cpu0
+            # the warm-up's requests cost CPU too: count them at the measured rate
+            served = r.rps * (time.monotonic() - t0)
+            cells.append(Cell(r, cpu / served * 1e6 if served else float("nan")))
+        out[c] = max(cells, key=lambda cell: cell.rps)
     return out
 
 
@@ -166,7 +176,7 @@ def main() -> None:
         ff += ["--host", "127.0.0.1", "--port", str(port)]
         ff_env = {**env, "WORKERS": "2", "PYTHONPATH": str(REPO)}
         with _server(ff, ff_env, REPO, port) as pid:
-            rows.append(("functions-framework, 2 workers", _measure(port, pid, seconds)))
+            rows.append((FF2, _measure(port, pid, seconds, best_of=BASELINE_BEST_OF)))
 
         (tmp / "before").mkdir()
         before = _export(BASE_REV, tmp / "before")
@@ -205,7 +215,7 @@ def _table(rows: list[tuple[str, dict[int, Cell]]]) -> str:
 def _targets(rows: list[tuple[str, dict[int, Cell]]], workers: int) -> str:
     cells = dict(rows)
     ours = cells[f"mlfn serve, {workers} workers"]
-    base = cells["functions-framework, 2 workers"]
+    base = cells[FF2]
     ratio = ours[64].rps / base[64].rps
     out = [
         f"target: concurrency 64 {ours[64].rps:.0f} req/s = {ratio:.2f}x functions-framework "

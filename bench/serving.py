@@ -20,7 +20,9 @@ and 64-row requests, for
 Targets: concurrency 1 p50 within 0.30 ms of functions-framework; concurrency 64 at
 least 1.5x the two-worker baseline, for single-row and for 64-row requests.
 
-Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) after a 1 s warm-up; beside each
+Each cell runs ``MLFN_BENCH_SECONDS`` (default 3) after a 1 s warm-up (the 2-worker
+baseline's cells above concurrency 1: the best of 3 runs on new connections, since its
+workers race to accept them and one may take nearly all); beside each
 server cell, the CPU its processes used per request (user + system, all workers: the
 figure that other work on a shared machine disturbs least). The load
 generator is wrk when installed, else :mod:`bench._load` (asyncio, keep-alive).
@@ -53,6 +55,7 @@ ROWS = (1, 64)
 QUICK_CONCURRENCY = (1, 64)
 QUICK_ROWS = (1, 64)
 FF2 = "functions-framework, 2 workers"
+BASELINE_BEST_OF = 3  # the 2-worker baseline's cells above concurrency 1: best of 3 runs
 IN_PROCESS = "in-process, 1 a call"
 BATCHED = "in-process, 64 a call (1 core)"
 
@@ -147,19 +150,28 @@ def _in_process(rows: int, seconds: float, per_call: int = 1) -> LoadResult:
 
 
 def _measure(
-    port: int, pid: int, seconds: float, quick: bool = False
+    port: int, pid: int, seconds: float, quick: bool = False, best_of: int = 1
 ) -> dict[tuple[int, int], LoadResult]:
-    """Each cell after a 1 s warm-up; ``cpu_us``: the server's processes' CPU per request."""
+    """Each cell after a 1 s warm-up; ``cpu_us``: the server's processes' CPU per request.
+
+    ``best_of``: cells with more than one connection run that many times, on new
+    connections each time, and the fastest counts. A pre-fork server's workers race to
+    accept the load generator's connections, and one worker may take nearly all of them
+    (a 2-worker baseline then serves like one worker): the baseline gets its best split.
+    """
     out = {}
     for rows in QUICK_ROWS if quick else ROWS:
         body, headers = _body(rows), {"Content-Type": "application/json"}
         for c in QUICK_CONCURRENCY if quick else CONCURRENCY:
             args = ("127.0.0.1", port, "POST", "/", body, headers)
             load(*args, concurrency=c, duration=1, warmup=0)
-            cpu = tree_cpu_seconds(pid)
-            r = load(*args, concurrency=c, duration=seconds, warmup=0)
-            used = tree_cpu_seconds(pid) - cpu
-            out[(c, rows)] = replace(r, cpu_us=1e6 * used / r.requests if r.requests else None)
+            runs = []
+            for _ in range(best_of if c > 1 else 1):
+                cpu = tree_cpu_seconds(pid)
+                r = load(*args, concurrency=c, duration=seconds, warmup=0)
+                used = tree_cpu_seconds(pid) - cpu
+                runs.append(replace(r, cpu_us=1e6 * used / r.requests if r.requests else None))
+            out[(c, rows)] = max(runs, key=lambda r: r.rps)
     return out
 
 
@@ -201,7 +213,7 @@ def main() -> None:
         port = _free_port()
         ff[-1] = str(port)
         with _server(ff, {**env, "WORKERS": "2"}, port, probe) as pid:
-            measured = _measure(port, pid, seconds, quick)
+            measured = _measure(port, pid, seconds, quick, best_of=BASELINE_BEST_OF)
             results += [(FF2, c, r, v) for (c, r), v in measured.items()]
         for batching in ("true",) if quick else ("true", "false"):
             port = _free_port()
