@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from runtime.errors import BatchError
 from runtime.groupcommit import GroupCommit
-from tests.fixtures.grouping import held_first_commit
+from tests.fixtures.grouping import held_first_commit, join, run_all
 
 pytestmark = pytest.mark.unit
-
-
-def run_all(targets: list[Callable[[], Any]]) -> tuple[list[Any], list[threading.Thread]]:
-    """Run each target in a thread; their results (or exceptions), in order."""
-    out: list[Any] = [None] * len(targets)
-
-    def one(i: int) -> None:
-        try:
-            out[i] = targets[i]()
-        except Exception as err:
-            out[i] = err
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(targets))]
-    for t in threads:
-        t.start()
-    return out, threads
-
-
-def join(threads: list[threading.Thread]) -> None:
-    for t in threads:
-        t.join(10)
-        assert not t.is_alive()
 
 
 def test_callers_in_flight_share_the_next_commit() -> None:

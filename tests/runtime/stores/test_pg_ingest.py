@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -13,31 +11,10 @@ from runtime.datasets import DatasetError, Row
 from runtime.errors import StoreUnavailableError
 from runtime.stores.database import Database
 from runtime.stores.pg_datasets import PgDataset, PgDatasetStore
-from tests.fixtures.grouping import held_first_commit
+from tests.fixtures.grouping import held_first_commit, join, run_all
 from tests.fixtures.postgres import PostgresServer, running_postgres
 
 pytestmark = pytest.mark.integration
-
-
-def run_all(targets: list[Callable[[], Any]]) -> tuple[list[Any], list[threading.Thread]]:
-    out: list[Any] = [None] * len(targets)
-
-    def one(i: int) -> None:
-        try:
-            out[i] = targets[i]()
-        except Exception as err:
-            out[i] = err
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(targets))]
-    for t in threads:
-        t.start()
-    return out, threads
-
-
-def join(threads: list[threading.Thread]) -> None:
-    for t in threads:
-        t.join(30)
-        assert not t.is_alive()
 
 
 def stored_ids(url: str) -> list[str]:
