@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mlfn.reference import fill_readme, render_settings, render_spec
+from mlfn.reference import render_settings, render_spec
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -30,9 +30,3 @@ def test_every_setting_and_spec_field_is_described() -> None:
         if line.startswith("| `") and line.rstrip().endswith("|  |")
     ]
     assert undocumented == [], "add a description= (or a field docstring) to each of these"
-
-
-def test_the_readme_blocks_are_current() -> None:
-    readme = (REPO / "README.md").read_text()
-    parity = (REPO / "docs" / "parity.md").read_text()
-    assert readme == fill_readme(readme, parity), f"README.md's generated blocks are {FIX}"

@@ -217,9 +217,17 @@ class Database:
                 else:
                     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
                     held = bool(row and row[0])
-            yield held
+            try:
+                yield held
+            finally:
+                if held:
+                    # Unlock before closing: a closed session's locks are released by its
+                    # backend as it exits, after the client has moved on, so a caller
+                    # that tries the lock again at once could still find it held.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         finally:
-            conn.close()  # closing the session releases its advisory locks
+            conn.close()  # and closing the session releases them in any case
 
     def listen(
         self, channel: str = NOTIFY_CHANNEL, application: str = "mlfn"

@@ -182,9 +182,12 @@ def test_retrain_state_and_single_flight(stores: Stores) -> None:
     with state.single_flight("toy") as held:
         assert held
         seen: list[bool] = []
-        t = threading.Thread(
-            target=lambda: seen.append(state.single_flight("toy", wait=False).__enter__())
-        )
+
+        def try_it() -> None:
+            with state.single_flight("toy", wait=False) as other:
+                seen.append(other)
+
+        t = threading.Thread(target=try_it)
         t.start()
         t.join()
         assert seen == [False]
