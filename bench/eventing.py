@@ -14,7 +14,8 @@ One run on the embedded broker, three tables:
   (unordered, per event); target p99 at most 20 ms. Beside it, the same figures for the
   first 0.5 s of the stream (the dispatcher comes out of its idle fetch wait), for the
   rest, and for a bare kafka-python consumer fed by the same producer (the floor that
-  kafka-python and the broker set: production to ``poll()``).
+  kafka-python and the broker set: production to ``poll()``). The producer runs in a
+  process of its own, as producers do.
 * ingest: rows/s into the dataset store through the ``retrain`` function (its CloudEvent
   route, in-process): one event at a time, 32 in flight (unordered delivery), and batches
   of 100 (its trigger's batch delivery under ``mlfn dev``), into SQLite and into a
@@ -326,7 +327,14 @@ def _summary(latencies: list[float]) -> Summary:
 
 def _stream(bootstrap: str, topic: str) -> None:
     """The bench producer (5 ms linger), ``LATENCY_EVENTS`` events at 1,000/s, each
-    carrying the epoch second it was made at."""
+    carrying the epoch second it was made at, from a process of its own, as producers
+    are: in the consumer's process its threads would hold the consumer's GIL (that alone
+    put tens of milliseconds on the p99 of the dispatcher and of the bare consumer alike)."""
+    code = "import sys; from bench.eventing import _produce; _produce(sys.argv[1], sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, bootstrap, topic], cwd=REPO, check=True)
+
+
+def _produce(bootstrap: str, topic: str) -> None:
     from eventing.producer import EventProducer
 
     with EventProducer(bootstrap, partitions=4) as p:

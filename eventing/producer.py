@@ -34,6 +34,7 @@ __all__ = [
 Format = Literal["json", "binary", "structured"]
 DEFAULT_TOPIC = "digits.raw"
 _JSON = [("content-type", b"application/json")]
+_END = object()
 
 
 def encode(
@@ -95,15 +96,23 @@ class EventProducer:
         progress_every: int = 1000,
         **options: Any,
     ) -> int:
-        """Send every value, at most ``rate`` per second; returns how many were sent."""
+        """Send every value, at most ``rate`` per second; returns how many were sent.
+
+        With a ``rate``, each value is taken from ``values`` when its turn comes, so a
+        generator that stamps its values stamps them as they are sent."""
         self.ensure(topic)
         start = time.monotonic()
         n = 0
-        for n, value in enumerate(values, 1):
+        it = iter(values)
+        while True:
             if rate:
-                ahead = start + (n - 1) / rate - time.monotonic()
+                ahead = start + n / rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)  # pacing, not synchronisation
+            value = next(it, _END)
+            if value is _END:
+                break
+            n += 1
             self._producer.send(topic, encode(value, key=key_of(value), **options))
             if progress is not None and n % progress_every == 0:
                 progress(n)

@@ -91,7 +91,16 @@ def test_the_loop_publishes_rejects_a_broken_candidate_and_switches_predictions(
     )
     store = DatasetStore(p.settings.dataset_store_path)
     try:
-        wait_until(lambda: store.open("digits").count() == 1797, 30, "1,797 rows stored")
+        stored = [0]
+
+        def all_stored() -> bool:
+            stored[0] = store.open("digits").count()
+            return stored[0] == 1797
+
+        try:
+            wait_until(all_stored, DEADLINE, "1,797 rows stored")
+        except AssertionError as err:
+            raise AssertionError(f"{err}: {stored[0]} stored") from None
     finally:
         store.close()
     # predictions switch to the newest version (more trainings may still land: follow them)
