@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
+from runtime import fastjson
 from runtime.errors import MlfnError
 from runtime.groupcommit import GroupCommit
 from runtime.settings import ModelSettings, default_of
@@ -200,7 +201,7 @@ class Dataset:
                 (
                     row.id,
                     row.time.isoformat(),
-                    json.dumps(list(row.features)),
+                    fastjson.dumps_numbers(row.features),
                     None if row.label is None else json.dumps(row.label),
                 )
             )
@@ -316,7 +317,7 @@ class Dataset:
         if not found:
             return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)
         X = self._features([r[3] for r in found])
-        y = np.array([None if r[4] is None else json.loads(r[4]) for r in found])
+        y = np.array([None if r[4] is None else fastjson.loads(r[4]) for r in found])
         first, last = found[0], found[-1]
         span = DataRange(
             dataset=self.name,
@@ -333,11 +334,11 @@ class Dataset:
     def _features(self, texts: list[str]) -> NDArray[np.float64]:
         """The rows' features as one array, parsed row by row into it: a training never
         holds every row as a list of Python floats too (about 4x the array's memory)."""
-        first = json.loads(texts[0])
+        first = fastjson.loads(texts[0])
         X = np.empty((len(texts), len(first)), dtype=np.float64)
         X[0] = first
         for i in range(1, len(texts)):
-            values = json.loads(texts[i])
+            values = fastjson.loads(texts[i])
             if len(values) != X.shape[1]:
                 raise DatasetError(
                     f"dataset {self.name!r}: row {i + 1} of this read has {len(values)} "

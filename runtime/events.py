@@ -25,6 +25,8 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.conversion import to_json as _to_json
 from cloudevents.http import CloudEvent, from_http
 
+from runtime import fastjson
+
 __all__ = [
     "BATCH_CONTENT_TYPE",
     "REQUIRED_ATTRIBUTES",
@@ -179,7 +181,7 @@ def _from_binary_v1(h: Mapping[str, str], body: bytes) -> CloudEvent:
     data: Any = None
     if body:
         try:
-            data = json.loads(body)
+            data = fastjson.loads(body)
         except (ValueError, UnicodeDecodeError):
             data = body
         if data == "":
@@ -190,7 +192,7 @@ def _from_binary_v1(h: Mapping[str, str], body: bytes) -> CloudEvent:
 def from_http_batch(body: bytes) -> list[CloudEvent]:
     """Decode an ``application/cloudevents-batch+json`` body (a JSON array of events)."""
     try:
-        items = json.loads(body)
+        items = fastjson.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise CodecError(f"batch body is not valid JSON: {err}") from err
     if not isinstance(items, list):

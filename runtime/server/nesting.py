@@ -12,10 +12,13 @@ CloudEvent, a binary tensor after its JSON header) is not blamed for brackets it
 to contain: the scan stops at the first byte that cannot appear in JSON outside a string,
 and at the end of the first complete value.
 
-Most bodies (numbers, keys, plain strings: every byte one a JSON parser may meet outside a
-string, and no backslash) take a shorter way to the same answer: ``bytes.translate`` drops
-everything but brackets and quotes, the strings go with one regular expression, and the
-scan runs over what is left (a 64-row request of 64 numbers: 24 KB in, 130 bytes scanned).
+Most bodies (numbers, keys, strings without a backslash: a tensor request, a CloudEvents
+batch) take a shorter way to the same answer: ``bytes.translate`` drops the bytes a JSON
+parser may meet outside a string except brackets and quotes, the strings (and whatever
+they hold) go with one regular expression, and when only brackets are left they are
+counted (a 64-row request of 64 numbers: 24 KB in, 130 bytes counted). A byte left over
+(one a parser stops at outside a string, a BOM or NUL of another encoding) or a backslash
+sends the body the long way.
 """
 
 from __future__ import annotations
@@ -90,10 +93,12 @@ def _short_depth(body: bytes) -> int | None:
     only a string may hold, a backslash, another encoding: a BOM or NUL stays in the
     skeleton)."""
     skeleton = body.translate(None, _PLAIN)
+    if b"\\" in skeleton:
+        return None
+    if b'"' in skeleton:  # strings go first: what they hold ('/', ' ', any text) is theirs
+        skeleton = _STRINGS.sub(b"", skeleton)
     if skeleton.translate(None, _STRUCTURE):
         return None
-    if b'"' in skeleton:
-        skeleton = _STRINGS.sub(b"", skeleton)
     if len(skeleton) <= 1024:  # a few hundred brackets: Python is quicker than numpy's calls
         depth = top = 0
         for byte in skeleton:  # only brackets are left

@@ -122,14 +122,26 @@ def test_the_limit_is_a_setting() -> None:
 
 structural_bytes = st.lists(
     st.sampled_from(
-        [b"[", b"]", b"{", b"}", b'"', b"1", b",", b" ", b":", b"a", b"\\", b"#", b"\x00"]
+        [
+            *(b"[", b"]", b"{", b"}", b'"', b"1", b",", b" ", b":", b"a", b"\\", b"#", b"\x00"),
+            *(b"/", b"\xef\xbb\xbf", b"\xff\xfe", "é".encode()),
+        ]
     ),
     max_size=60,
 ).map(b"".join)
 
 
 @settings(max_examples=300, database=None, deadline=None)
-@given(st.one_of(json_values.map(lambda v: json.dumps(v).encode()), structural_bytes))
+@given(
+    st.one_of(
+        json_values.map(lambda v: json.dumps(v).encode()),
+        json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+        st.tuples(json_values, st.sampled_from(["utf-16", "utf-16-be", "utf-32"])).map(
+            lambda ve: json.dumps(ve[0]).encode(ve[1])
+        ),
+        structural_bytes,
+    )
+)
 def test_the_short_way_agrees_with_the_scan(body: bytes) -> None:
     short = nesting._short_depth(body)
     if short is not None:
@@ -140,6 +152,14 @@ def test_a_body_of_numbers_takes_the_short_way() -> None:
     body = json.dumps({"instances": [[0.5] * 64] * 64, "probabilities": False}).encode()
     assert nesting._short_depth(body) == 3
     assert nesting._short_depth(b'["\\\\", [[1]]]') is None  # an escape: the scan decides
+
+
+def test_a_cloudevents_batch_takes_the_short_way() -> None:
+    event = {"specversion": "1.0", "id": "e-1", "source": "/mlfn/produce", "type": "t.v1"}
+    batch = json.dumps([{**event, "data": {"features": [0.5] * 8}}] * 100).encode()
+    assert nesting._short_depth(batch) == 4 == nesting._scanned_depth(batch)
+    # a byte only a string may hold, outside one: the scan decides
+    assert nesting._short_depth(b"[1]/") is None
 
 
 def test_a_large_body_of_numbers_is_checked_the_short_way() -> None:
