@@ -205,8 +205,12 @@ class Producer:
         *,
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        on_acked: Callable[[], None] | None = None,
     ) -> Callable[[float], int]:
-        """Send asynchronously; returns ``wait(timeout_s)``: the record's offset, or raises."""
+        """Send asynchronously; returns ``wait(timeout_s)``: the record's offset, or raises.
+
+        ``on_acked()`` runs on the producer's I/O thread once the broker has the record.
+        """
         with _converted(f"send to {topic!r}", self.bootstrap):
             fut = self._p.send(
                 topic,
@@ -216,6 +220,8 @@ class Producer:
                 partition=partition,
                 timestamp_ms=timestamp_ms,
             )
+        if on_acked is not None:
+            fut.add_callback(lambda _metadata: on_acked())
 
         def wait(timeout_s: float) -> int:
             with _converted(f"send to {topic!r}", self.bootstrap):

@@ -12,6 +12,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal
 
@@ -94,12 +95,14 @@ class EventProducer:
         key_of: Callable[[Any], str | None] = lambda v: None,
         progress: Callable[[int], None] | None = None,
         progress_every: int = 1000,
+        on_acked: Callable[[Any], None] | None = None,
         **options: Any,
     ) -> int:
         """Send every value, at most ``rate`` per second; returns how many were sent.
 
         With a ``rate``, each value is taken from ``values`` when its turn comes, so a
-        generator that stamps its values stamps them as they are sent."""
+        generator that stamps its values stamps them as they are sent. ``on_acked(value)``
+        runs on the producer's I/O thread once the broker has the value's record."""
         self.ensure(topic)
         start = time.monotonic()
         n = 0
@@ -113,7 +116,8 @@ class EventProducer:
             if value is _END:
                 break
             n += 1
-            self._producer.send(topic, encode(value, key=key_of(value), **options))
+            acked = None if on_acked is None else partial(on_acked, value)
+            self._producer.send(topic, encode(value, key=key_of(value), **options), on_acked=acked)
             if progress is not None and n % progress_every == 0:
                 progress(n)
         self._producer.flush()
