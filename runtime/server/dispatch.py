@@ -271,11 +271,15 @@ class Dispatcher:
         pinned = self.versions.pinned(self.model, version) if version else None
         self.announce()
         try:
-            raw_rows, whole = oip.decode_inputs(payload, self._one, arrays)
-            try:
-                rows = self._many.validate_python(raw_rows)
-            except ValidationError as err:
-                raise from_validation(err, where="rows.") from None
+            found = self._lane_rows(payload, arrays)
+            if found is not None:
+                rows, whole = found
+            else:
+                raw_rows, whole = oip.decode_inputs(payload, self._one, arrays)
+                try:
+                    rows = self._many.validate_python(raw_rows)
+                except ValidationError as err:
+                    raise from_validation(err, where="rows.") from None
         except BaseException:
             self.withdraw()
             raise
@@ -308,6 +312,27 @@ class Dispatcher:
         if payload.get("id") not in (None, ""):
             reply["id"] = payload["id"]
         return reply
+
+    def _lane_rows(
+        self, payload: Any, arrays: Mapping[int, Any] | None
+    ) -> tuple[list[BaseModel], bool] | None:
+        """The common binary request (one numeric tensor, its field a rows field of the
+        numeric lane) as requests built by the lane, or None: pydantic validates it."""
+        if self._lane is None or not arrays:
+            return None
+        if sum(a.size for a in arrays.values()) < numeric.MIN_ELEMENTS:
+            return None
+        found = oip.one_numeric_input(payload, self._one, arrays)
+        if found is None:
+            return None
+        name, values, whole = found
+        rows = []
+        for value in values:
+            row = self._lane.from_array(name, value)
+            if row is None:
+                return None
+            rows.append(row)
+        return rows, whole
 
     def oip_metadata(self) -> dict[str, Any]:
         assert self.function.request_model is not None and self.function.response_model

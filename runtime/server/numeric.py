@@ -32,17 +32,22 @@ from typing import Any
 import annotated_types as at
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 from pydantic import BaseModel, RootModel
 from pydantic.fields import FieldInfo
 
 from runtime.arrays import Rows
 
-__all__ = ["MIN_BYTES", "NumericLane", "lane_for"]
+__all__ = ["MIN_BYTES", "MIN_ELEMENTS", "NumericLane", "lane_for"]
 
 MIN_BYTES = 8192
 """Smaller bodies go straight to pydantic: for a few rows its decode is quicker than the
 lane's fixed costs (numpy calls, the checks); at 64 features a row the lane starts to
 win (with :func:`runtime.stack`) at some 10-20 rows, about 4-8 KB."""
+
+MIN_ELEMENTS = 512
+"""Smaller tensors (decoded from raw bytes) go to pydantic too: the lane's fixed cost
+(about 8 us) is more than pydantic's for fewer than some 8 rows of 64 numbers."""
 
 _BOUNDS = (at.Ge, at.Gt, at.Le, at.Lt)
 # what numbers and structure are made of: dropped, what is left is counted (quotes, the
@@ -183,6 +188,7 @@ class NumericLane:
         self.model = model
         self._fields = fields
         self._names = frozenset(f.name for f in fields)
+        self._required = frozenset(f.name for f in fields if f.required)
         # a "." in a key would count as a float's: then ints are always converted
         self._dots_are_numbers = not any("." in f.name for f in fields)
 
@@ -247,8 +253,30 @@ class NumericLane:
             values[name] = Rows(v if as_read else a.tolist(), a)
         return self.model.model_construct(**values)
 
-    @staticmethod
-    def _rows(f: _Field, v: Any) -> Any:
+    def from_array(self, name: str, array: NDArray[Any]) -> BaseModel | None:
+        """The request whose field ``name`` holds ``array`` (a tensor decoded from raw
+        bytes) and whose other fields take their defaults; or None: pydantic decides.
+        Any array works here; the server sends those of at least :data:`MIN_ELEMENTS`.
+
+        Example:
+            >>> class Req(BaseModel):
+            ...     instances: list[list[float]]
+            >>> lane_for(Req).from_array("instances", np.ones((1, 2), np.float32)).instances
+            [[1.0, 1.0]]
+        """
+        f = next((f for f in self._fields if f.name == name), None)
+        if f is None or f.kind != "rows" or array.dtype.kind not in "iuf":
+            return None  # (pydantic reads a bool as a float; the lane leaves that to it)
+        if not self._required <= {name}:
+            return None
+        a = self._checked(f, array.astype(np.float64))  # a copy: the body's buffer is not kept
+        if a is None:
+            return None
+        values: dict[str, Any] = {name: Rows(a.tolist(), a)}
+        return self.model.model_construct(**values)
+
+    @classmethod
+    def _rows(cls, f: _Field, v: Any) -> Any:
         """The checked float64 array of a rows field's value, or None."""
         if type(v) is not list:
             return None
@@ -256,6 +284,11 @@ class NumericLane:
             a = np.array(v, dtype=np.float64)
         except (ValueError, TypeError, OverflowError):  # ragged, or not numbers
             return None
+        return cls._checked(f, a)
+
+    @staticmethod
+    def _checked(f: _Field, a: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """``a`` if it has the field's shape and every value is finite and within bounds."""
         if a.ndim != f.ndim:
             return None
         for n, (lo, hi) in zip(a.shape, f.lengths, strict=True):

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from runtime.server.errors import BadRequest
 
-__all__ = ["decode_inputs", "encode_outputs", "tensor_metadata"]
+__all__ = ["decode_inputs", "encode_outputs", "one_numeric_input", "tensor_metadata"]
 
 _MAX_RANK = 32  # beyond any model's tensors; bounds the arithmetic on shapes
 _PY_TO_OIP = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
@@ -148,9 +148,26 @@ def _one_array(
 ) -> tuple[list[dict[str, Any]], bool] | None:
     """The common request, one numeric tensor already decoded: its rows at once, or None
     (then the general path decodes it, and names any problem)."""
-    if array is None or array.dtype.kind not in "biuf" or not isinstance(tensor, dict):
-        return None
     if params is not None and not isinstance(params, dict):
+        return None
+    found = _one_tensor(tensor, model, array)
+    if found is None or array is None:
+        return None
+    name, whole = found
+    columns = [array.tolist()] if whole else array.tolist()
+    ranks = _ranks(model)
+    extra = {k: v for k, v in params.items() if k in ranks and k != name} if params else None
+    if extra:
+        return [{**extra, name: v} for v in columns], whole
+    return [{name: v} for v in columns], whole
+
+
+def _one_tensor(
+    tensor: Any, model: type[BaseModel], array: NDArray[Any] | None
+) -> tuple[str, bool] | None:
+    """The field one numeric tensor already decoded fills, and whether it holds one
+    whole request (no request dimension); or None."""
+    if array is None or array.dtype.kind not in "biuf" or not isinstance(tensor, dict):
         return None
     name = tensor.get("name")
     ranks = _ranks(model)
@@ -161,17 +178,43 @@ def _one_array(
         if name is None:
             return None
     rank = ranks[name]
-    ndim = array.ndim
-    if rank and ndim == rank:
-        columns = [array.tolist()]
-    elif ndim == rank + 1:
-        columns = array.tolist()
-    else:
+    if rank and array.ndim == rank:
+        return name, True
+    if array.ndim == rank + 1:
+        return name, False
+    return None
+
+
+def one_numeric_input(
+    payload: Any, model: type[BaseModel], arrays: Mapping[int, NDArray[Any]] | None
+) -> tuple[str, list[NDArray[Any]], bool] | None:
+    """The common request (one numeric tensor decoded from raw bytes, no parameters that
+    fill fields): the field it fills, its value for each request, and whether the tensor
+    held one whole request; None for any other request.
+
+    Example:
+        >>> class Req(BaseModel):
+        ...     x: list[float]
+        >>> payload = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32"}]}
+        >>> name, values, whole = one_numeric_input(payload, Req, {0: np.zeros((2, 3))})
+        >>> name, len(values), values[0].shape, whole
+        ('x', 2, (3,), False)
+    """
+    if not arrays or not isinstance(payload, dict):
         return None
-    extra = {k: v for k, v in params.items() if k in ranks and k != name} if params else None
-    if extra:
-        return [{**extra, name: v} for v in columns], ndim == rank
-    return [{name: v} for v in columns], ndim == rank
+    inputs, params = payload.get("inputs"), payload.get("parameters")
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        return None
+    if params is not None and (
+        not isinstance(params, dict) or not params.keys().isdisjoint(_ranks(model))
+    ):
+        return None
+    array = arrays.get(0)
+    found = _one_tensor(inputs[0], model, array)
+    if found is None or array is None:
+        return None
+    name, whole = found
+    return name, [array] if whole else list(array), whole
 
 
 @functools.cache

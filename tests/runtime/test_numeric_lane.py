@@ -150,6 +150,56 @@ def test_the_lane_accepts_only_what_pydantic_accepts_with_the_same_values(body: 
     _same_as_pydantic(Small, body)
 
 
+class OneField(BaseModel):
+    """A tensor's request: one rows field, the rest defaulted."""
+
+    rows: list[Annotated[list[Unit], Field(min_length=2, max_length=3)]] = Field(min_length=1)
+    flag: bool = False
+
+
+def _tensor(shape: tuple[int, int], dtype: str) -> st.SearchStrategy[Any]:
+    n = shape[0] * shape[1]
+    values: st.SearchStrategy[Any] = (
+        st.floats(-1.5, 1.5, width=16) | st.just(float("nan"))
+        if dtype.startswith("float")
+        else st.integers(0 if dtype.startswith("u") else -2, 2)
+    )
+    return st.lists(values, min_size=n, max_size=n).map(
+        lambda v: np.array(v, dtype=dtype).reshape(shape)
+    )
+
+
+tensors = st.one_of(
+    st.tuples(
+        st.tuples(st.integers(0, 4), st.integers(1, 4)),
+        st.sampled_from(["float16", "float32", "float64", "int8", "uint8", "int64"]),
+    ).flatmap(lambda sd: _tensor(*sd)),
+    st.lists(st.booleans(), min_size=2, max_size=3).map(lambda v: np.array([v])),
+    st.lists(st.floats(-1, 1), min_size=2, max_size=3).map(np.array),  # the wrong rank
+)
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(tensors)
+def test_a_tensor_takes_the_lane_only_as_pydantic_would_read_it(array: Any) -> None:
+    lane = lane_for(OneField)
+    assert lane is not None
+    got = lane.from_array("rows", array)
+    if got is None:
+        return
+    want = OneField.model_validate({"rows": array.tolist()})
+    assert _typed(got.__dict__) == _typed(want.__dict__)
+    assert got.model_fields_set == want.model_fields_set
+    assert np.array_equal(stack([got], "rows"), stack([want], "rows"))
+
+
+def test_a_tensor_is_left_to_pydantic_when_another_field_is_required() -> None:
+    lane = lane_for(Small)
+    assert lane is not None
+    assert lane.from_array("rows", np.zeros((1, 2))) is None  # weights has no default
+    assert lane.from_array("flag", np.zeros(2)) is None
+
+
 @settings(max_examples=100, database=None, deadline=None)
 @given(bodies())
 def test_extra_keys_forbidden_are_left_to_pydantic(body: bytes) -> None:
