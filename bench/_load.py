@@ -13,6 +13,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -70,13 +73,36 @@ def build_request(
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """SIGTERM ``proc`` (a server under test drains), SIGKILL it after ``grace_s``."""
-    proc.terminate()
+    """SIGTERM ``proc`` (a server under test drains), SIGKILL it after ``grace_s``.
+
+    A server started with ``start_new_session=True`` is stopped with every process of its
+    group: a pre-fork server's workers would otherwise outlive a master that was killed
+    (a functions-framework worker left running took CPU from the benchmarks after it).
+    """
+    group = _leads_group(proc)
+    _signal(proc, signal.SIGTERM, group)
     try:
         proc.wait(grace_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal(proc, signal.SIGKILL, group)
         proc.wait()
+    if group:
+        _signal(proc, signal.SIGKILL, group)  # whatever of the group is left
+
+
+def _leads_group(proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

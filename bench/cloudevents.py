@@ -95,7 +95,12 @@ def _answers(port: int) -> bool:
 @contextlib.contextmanager
 def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Iterator[int]:
     proc = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -153,7 +153,12 @@ def _serve(home: str, log_path: Path) -> Iterator[tuple[int, int]]:
     argv = [sys.executable, "-c", "from mlfn.cli import main; main()", "serve", "predict"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*argv, "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [*argv, "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120

@@ -93,7 +93,12 @@ def _server(
     argv: list[str], env: dict[str, str], port: int, probe: tuple[str, str, bytes]
 ) -> Iterator[int]:
     proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120

@@ -44,26 +44,25 @@ TARGET_GROWTH = 0.10
 RAW = "digits.raw"
 
 
-def _rss_kib(pid: int) -> int | None:
+def _proc_status(pid: int, field: str) -> int | None:
+    """The first number of ``field`` in ``/proc/<pid>/status``, or None."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def _rss_kib(pid: int) -> int | None:
+    return _proc_status(pid, "VmRSS")
 
 
 def _threads(pid: int) -> int | None:
     """How many threads ``pid`` runs (each new one adds its stack and, with glibc, maybe
     a malloc arena to the RSS)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return _proc_status(pid, "Threads")
 
 
 def _tree_rss_kib(pid: int) -> int | None:
