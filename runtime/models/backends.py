@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from runtime.errors import ModelStoreError
+from runtime.models.skopsio import skops_io
 
 __all__ = [
     "DEFAULT_TRUSTED",
@@ -57,13 +58,10 @@ class SklearnBackend:
         self.trusted = frozenset(trusted)
 
     def dump(self, model: Any) -> dict[str, bytes]:
-        import skops.io as sio
-
-        return {self.FILE: sio.dumps(model)}
+        return {self.FILE: skops_io().dumps(model)}
 
     def load(self, files: Mapping[str, bytes]) -> Any:
-        import skops.io as sio
-
+        sio = skops_io()
         blob = files.get(self.FILE)
         if blob is None:
             raise ModelStoreError(
