@@ -402,7 +402,7 @@ def _latency(bootstrap: str, sink: str, sink_port: int) -> dict[str, Summary]:
         "from the broker's ack: dispatcher -> sink": _summary(
             [(at - acked[i]) * 1000 for _, i, at in seen if i in acked]
         ),
-        "  bare kafka-python consumer -> poll(), alike": bare_acked,
+        "  a bare kafka-python consumer -> poll()": bare_acked,
         "from production: dispatcher -> sink": _summary([(at - t) * 1000 for t, _, at in seen]),
         f"  first {WARM_S} s of the stream (out of idle)": _summary(
             [(at - t) * 1000 for t, _, at in seen if t - first < WARM_S]
@@ -410,7 +410,7 @@ def _latency(bootstrap: str, sink: str, sink_port: int) -> dict[str, Summary]:
         f"  after the first {WARM_S} s": _summary(
             [(at - t) * 1000 for t, _, at in seen if t - first >= WARM_S]
         ),
-        "  bare kafka-python consumer -> poll(), alike ": bare_made,
+        "  the same bare consumer -> poll()": bare_made,
     }
 
 
