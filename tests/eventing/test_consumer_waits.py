@@ -65,7 +65,11 @@ def test_the_fetch_wait_is_short_while_records_flow_and_long_when_idle(
     release stops reading it there (deliveries would then wait the idle wait)."""
     topic = unique_topic("waits")
     ensure_topics(bootstrap, [topic], 1)
-    c = Consumer(bootstrap, f"g-{topic}", [topic], fetch_wait_ms=7, idle_fetch_wait_ms=300)
+
+    def consumer(group: str) -> Consumer:
+        return Consumer(bootstrap, group, [topic], fetch_wait_ms=7, idle_fetch_wait_ms=300)
+
+    c = consumer(f"g-{topic}")
     try:
         assert c._fetch_config is not None, "kafka-python's fetcher config is not where it was"
         assert c._fetch_config["fetch_max_wait_ms"] == 300  # idle until records come
@@ -73,7 +77,15 @@ def test_the_fetch_wait_is_short_while_records_flow_and_long_when_idle(
         p = Producer(bootstrap)
         p.send_sync(topic, KafkaRecord(b"{}", headers=list(JSON)))
         p.close()
-        wait_until(lambda: c.poll(0.1), JOIN_S, "the record (after the group join)")
+        try:
+            wait_until(lambda: c.poll(0.1), JOIN_S / 2, "the record (after the group join)")
+        except AssertionError:
+            # under load the embedded broker has answered a new group's SyncGroup with a
+            # rebalance again and again (20 joins in 60 s, never an assignment); what this
+            # test checks comes after the join: a second group, from the first offset
+            c.close()
+            c = consumer(f"g2-{topic}")
+            wait_until(lambda: c.poll(0.1), JOIN_S, "the record (after a second group's join)")
         assert c._fetch_config["fetch_max_wait_ms"] == 7
         assert not c.idle
         c.IDLE_AFTER_S = 0.2  # type: ignore[misc]

@@ -4,6 +4,7 @@ Real ``mlfn dev``, real server."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -160,4 +161,5 @@ def test_a_bootstrapped_first_version_pins_the_first_revision(model_platform: Pl
     assert "boot-00001-1" not in [i["id"] for i in rev["instances"]], (
         "the instance that bootstrapped (unpinned) is replaced by pinned ones"
     )
-    assert "boot-00001-2 ready in" in p.output()
+    # a pinned instance came up (on a busy machine one may have come and gone before it)
+    assert re.search(r"boot-00001-([2-9]|\d{2,}) ready in", p.output())
