@@ -19,6 +19,8 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 __all__ = ["LoadResult", "build_request", "percentile", "run_load"]
 
@@ -70,6 +72,21 @@ def build_request(
         lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def start_server(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stdout: Any = subprocess.DEVNULL,
+    stderr: Any = None,
+) -> subprocess.Popen[bytes]:
+    """A server under test, started in a session of its own: :func:`stop_process` stops
+    it with every process it starts."""
+    return subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:

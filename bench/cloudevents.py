@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._load import LoadResult, stop_process
+from bench._load import LoadResult, start_server, stop_process
 from bench._wrk import generator, load, tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,14 +94,7 @@ def _answers(port: int) -> bool:
 
 @contextlib.contextmanager
 def _server(argv: list[str], env: dict[str, str], cwd: Path, port: int) -> Iterator[int]:
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = start_server(argv, env=env, cwd=cwd, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not _answers(port):

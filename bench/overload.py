@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._load import build_request, percentile, run_load, stop_process
+from bench._load import build_request, percentile, run_load, start_server, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 LIMIT = 100  # predict's containerConcurrency
@@ -152,13 +152,8 @@ def _serve(home: str, log_path: Path) -> Iterator[tuple[int, int]]:
     env = {**os.environ, "MLFN_HOME": home, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-c", "from mlfn.cli import main; main()", "serve", "predict"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*argv, "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        proc = start_server(
+            [*argv, "--port", str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 120

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from bench import _h2load, _one_client
-from bench._load import LoadResult, stop_process
+from bench._load import LoadResult, start_server, stop_process
 from bench._wrk import generator as http_generator
 from bench._wrk import load as http_load
 from bench.serving import REPO, _ready
@@ -201,9 +201,7 @@ def _cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def _serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = start_server(argv, env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 180
         while not _ready(port, "/readyz"):

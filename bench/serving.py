@@ -46,7 +46,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench._load import LoadResult, stop_process
+from bench._load import LoadResult, start_server, stop_process
 from bench._wrk import generator, load, tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,14 +92,7 @@ def _ready(port: int, path: str, method: str = "GET", body: bytes = b"") -> bool
 def _server(
     argv: list[str], env: dict[str, str], port: int, probe: tuple[str, str, bytes]
 ) -> Iterator[int]:
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = start_server(argv, env=env, cwd=REPO, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not _ready(port, probe[1], probe[0], probe[2]):
