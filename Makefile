@@ -30,10 +30,10 @@ browser: ## Debian's chromium for the console's browser test (installed only whe
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 test: venv browser ## run the whole suite (unit, integration on the real broker, end to end)
-	$(BIN)/python -m pytest -W error -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: venv ## unit tests only
-	$(BIN)/python -m pytest -W error -m unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict on the packages, and the import contract (the floors)
 	$(BIN)/ruff check .

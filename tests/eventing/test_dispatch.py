@@ -320,7 +320,18 @@ def test_a_partition_kept_through_a_rebalance_is_not_skipped(
 
     member = Consumer(bootstrap, group, [topic], on_assign=on_assign, client_id=f"zz-{group}")
     try:
-        wait_until(lambda: member.poll(0.1) or joined, 30, "the second member to join")
+        try:
+            wait_until(lambda: member.poll(0.1) or joined, 30, "the second member to join")
+        except AssertionError:
+            # under load the embedded broker has kept a joining member's SyncGroup in
+            # "rebalance in progress" for the whole wait (as in test_consumer_waits); what
+            # this test checks comes after a join: a fresh member, sorted after the
+            # dispatcher too, joins instead
+            member.close()
+            member = Consumer(
+                bootstrap, group, [topic], on_assign=on_assign, client_id=f"zz2-{group}"
+            )
+            wait_until(lambda: member.poll(0.1) or joined, 60, "a fresh second member to join")
         assert sorted(joined[0]) == [(topic, 2), (topic, 3)]  # partition 0 stayed
         dead = read_until(bootstrap, dlq, 1, timeout_s=40)
     finally:
