@@ -10,6 +10,7 @@ in flight.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 
 import grpc
@@ -27,6 +28,8 @@ class Handler:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.waiting = 0
+        self.hold = threading.Event()
+        self.holding = 0
 
     def __call__(self, path: str, metadata: Mapping[str, str], message: bytes) -> Reply:
         rid = (("x-request-id", metadata.get("x-request-id", "")),)
@@ -40,6 +43,13 @@ class Handler:
             self.waiting += 1
             self.release.wait(30)
             return Reply(0, "", b"done", rid)
+        if path == "/t/Slow":
+            time.sleep(0.02)
+            return Reply(0, "", b"slow", rid)
+        if path == "/t/Hold":
+            self.holding += 1
+            self.hold.wait(30)
+            return Reply(0, "", b"held", rid)
         return Reply(12, f"Method not found: {path}")
 
 
@@ -56,6 +66,7 @@ def served() -> Iterator[tuple[H2Server, Handler, grpc.Channel]]:
         yield server, handler, channel
     finally:
         handler.release.set()
+        handler.hold.set()
         channel.close()
         server.stop(5.0)
 
@@ -77,6 +88,50 @@ def test_concurrent_calls_on_one_connection_each_get_their_own_reply(
         assert call.result(timeout=30) == f"message {i}".encode()[::-1]
         # the metadata changes per call: a cached header block must not answer for another
         assert ("x-request-id", f"id-{i}") in call.trailing_metadata()
+
+
+def test_a_connection_answers_one_call_at_a_time_itself_until_its_client_sends_more(
+    served: tuple[H2Server, Handler, grpc.Channel],
+) -> None:
+    server, handler, channel = served
+    echo = _call(channel, "/t/Echo")
+    for i in range(10):  # one quick call at a time: the connection's reader answers each
+        assert echo(b"%d" % i, timeout=30) == b"%d" % i
+    wait_for(lambda: echo(b"", timeout=30) == b"" and server.pace.quick, 30, "quick calls")
+    (conn,) = server._connections
+    assert conn.sequential
+    # calls sent while one runs wait for it (the reader is busy answering it), then run
+    first = _call(channel, "/t/Wait").future(b"", timeout=30)
+    wait_for(lambda: handler.waiting == 1, 30, "the first call to reach the handler")
+    more = [echo.future(b"more %d" % i, timeout=30) for i in range(2)]
+    handler.release.set()
+    assert first.result(timeout=30) == b"done"
+    assert [m.result(timeout=30) for m in more] == [b"0 erom", b"1 erom"]
+    wait_for(lambda: not conn.sequential, 30, "the connection to see calls at once")
+    # from then on every call is spawned: one that is held does not hold the next
+    held = _call(channel, "/t/Hold").future(b"", timeout=30)
+    wait_for(lambda: handler.holding == 1, 30, "the held call to reach the handler")
+    assert echo(b"beside", timeout=10) == b"ediseb"
+    assert not held.done()
+    handler.hold.set()
+    assert held.result(timeout=30) == b"held"
+
+
+def test_while_calls_are_slow_each_is_spawned_and_none_waits_behind_another(
+    served: tuple[H2Server, Handler, grpc.Channel],
+) -> None:
+    server, handler, channel = served
+    slow = _call(channel, "/t/Slow")
+    for _ in range(5):
+        assert slow(b"", timeout=30) == b"slow"
+    assert not server.pace.quick
+    (conn,) = server._connections
+    assert conn.sequential  # one call at a time, but slow ones: not answered by the reader
+    held = _call(channel, "/t/Hold").future(b"", timeout=30)
+    wait_for(lambda: handler.holding == 1, 30, "the held call to reach the handler")
+    assert _call(channel, "/t/Echo")(b"beside", timeout=10) == b"ediseb"
+    handler.hold.set()
+    assert held.result(timeout=30) == b"held"
 
 
 def test_a_reply_larger_than_the_client_window_arrives_whole(

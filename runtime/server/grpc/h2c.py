@@ -16,7 +16,16 @@ compressed messages (``UNIMPLEMENTED``), streaming calls (a second message:
 (the client enforces its own deadline).
 
 Concurrency: each call runs in ``spawn(fn)`` (a greenlet under gevent, a thread
-otherwise); one lock per connection orders the writes and the flow-control state.
+otherwise); one lock per connection orders the writes and the flow-control state. A
+connection whose client has sent one call at a time so far has its call answered by the
+connection's own reader, as the HTTP/1.1 loop answers a request: no greenlet to start
+and no turn of the event loop before the reply. Before that reply leaves, the reader
+takes what the client has sent meanwhile: if it holds a new call (the client did not
+wait for the reply: it sends calls at once), or two calls come in one read, the
+connection spawns every call from then on, so that such calls run at once (and batch
+together). At most the calls sent during that one answered call waited for it, and
+only while calls are quick (:class:`Pace`: a slow model's calls are always spawned, so
+that none waits behind one).
 :meth:`H2Server.stop` sends GOAWAY, lets the calls in flight finish within the drain
 period, then closes.
 """
@@ -31,11 +40,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import hpack
 from hpack.table import HeaderTable
 
-__all__ = ["H2Server", "Handler", "Reply", "encode_message"]
+__all__ = ["H2Server", "Handler", "Pace", "Reply", "encode_message"]
 
 log = logging.getLogger("mlfn.server")
 
@@ -202,6 +212,25 @@ class _ConnectionError(Exception):
         self.code = code
 
 
+INLINE_MAX_S = 0.002
+"""Calls are answered by a connection's reader only while they take less than this on
+average (see the module docstring): the most a call sent beside one may wait for it."""
+
+
+class Pace:
+    """How long the calls of a server take, on average (recent calls count most)."""
+
+    def __init__(self) -> None:
+        self.mean_s = 2 * INLINE_MAX_S  # unknown: slow, until calls show otherwise
+
+    def record(self, seconds: float) -> None:
+        self.mean_s += 0.2 * (seconds - self.mean_s)
+
+    @property
+    def quick(self) -> bool:
+        return self.mean_s < INLINE_MAX_S
+
+
 class _Connection:
     """One client connection: frames in, calls spawned, replies out."""
 
@@ -212,9 +241,12 @@ class _Connection:
         spawn: Callable[[Callable[[], None]], object],
         max_message: int,
         defer: Callable[[Callable[[], None]], object] | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self.sock = sock
+        self.pace = pace or Pace()
         self.send = _sender(sock)
+        self._peek = _peeker(sock)
         self.handler = handler
         self.spawn = spawn
         self.defer = defer
@@ -230,7 +262,10 @@ class _Connection:
         self.blocked: dict[int, _Stream] = {}  # streams waiting for window, in order
         self.continuing: tuple[int, int, list[bytes]] | None = None
         self.draining = False
-        self.active = 0  # calls spawned and not yet answered
+        self.active = 0  # calls started and not yet answered
+        self.ready: list[tuple[_Stream, bytes]] = []  # calls complete in this read
+        # one call at a time so far: the reader answers it (see the module's docstring)
+        self.sequential = _NO_WAIT is not None
         self.out: list[bytes] = []  # control frames of one read, sent together
         self.replies: list[bytes] = []  # replies waiting for the deferred flush
 
@@ -334,11 +369,16 @@ class _Connection:
         need = len(PREFACE)  # what buf must hold before parsing goes on
         preface = True
         recv = self.sock.recv
+        early: bytes | None = None  # what came while the reader answered a call
         try:
             while True:
                 # 64 KiB: a larger size costs an mmap and munmap per call (malloc's
                 # threshold), for every small call; large frames gather in ``held``
-                data = recv(READ_SIZE)
+                data = recv(READ_SIZE) if early is None else early
+                # a new call in what came before the reply left: the client sends calls
+                # at once (a PING or a WINDOW_UPDATE is no call)
+                watch = None if early is None else self.last_sid
+                early = None
                 if not data:
                     return
                 have += len(data)
@@ -373,14 +413,21 @@ class _Connection:
                 buf = buf[pos:] if pos else buf
                 have = len(buf)
                 self._flush_control()
+                if watch is not None and self.last_sid > watch:
+                    self.sequential = False
+                if self.ready:
+                    early = self._start_ready()
         except _ConnectionError as err:
             log.info("gRPC connection closed: %s", err)
             self._flush_control()
+            self._start_ready(inline=False)  # the calls complete before the error run
             with self.lock:
                 self._write(_frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(err.code)))
         except OSError:
             return
         finally:
+            self.active -= len(self.ready)  # (the socket failed: nobody to answer)
+            self.ready = []
             with self.lock:
                 for stream in self.streams.values():
                     stream.closed = True
@@ -545,17 +592,41 @@ class _Connection:
         body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
         stream.chunks = []
         self.active += 1
-        self.spawn(lambda: self._call(stream, body))
+        self.ready.append((stream, body))
+
+    def _start_ready(self, *, inline: bool = True) -> bytes | None:
+        """Run the calls completed by the last read: the reader answers a lone call of a
+        client that sends one at a time (and returns what the client sent meanwhile, if
+        anything); else each is spawned."""
+        ready, self.ready = self.ready, []
+        if inline and self.sequential and len(ready) == 1 and self.active == 1 and self.pace.quick:
+            return self._run_call(*ready[0], inline=True)
+        if len(ready) > 1 or self.active > len(ready):
+            self.sequential = False  # calls at once: never inline again
+        for stream, body in ready:
+            self.spawn(partial(self._call, stream, body))
+        return None
 
     def _call(self, stream: _Stream, body: bytes) -> None:
+        self._run_call(stream, body, inline=False)
+
+    def _run_call(self, stream: _Stream, body: bytes, *, inline: bool) -> bytes | None:
+        """Answer one call; ``inline`` (on the reader): first take, without waiting,
+        what the client has sent since (None: nothing)."""
+        early = None
+        started = time.perf_counter()
         try:
             reply = self._answer(stream.headers, body)
+            self.pace.record(time.perf_counter() - started)
+            if inline:
+                early = self._peek()
             self.respond(stream, reply)
         except Exception:  # the handler maps its own errors; this is a bug here
             log.exception("gRPC call %s failed in the transport", stream.headers.get(":path"))
             self.respond(stream, Reply(13, "internal error in the gRPC transport"))
         finally:
             self.active -= 1
+        return early
 
     def _answer(self, headers: Mapping[str, str], body: bytes) -> Reply:
         if len(body) < 5:
@@ -607,6 +678,29 @@ def _sender(sock: socket.socket) -> Callable[[bytes], None]:
     return send
 
 
+_NO_WAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
+
+
+def _peeker(sock: socket.socket) -> Callable[[], bytes | None]:
+    """A read that does not wait: what the client has sent already, or None (b"": the
+    connection ended or failed).
+
+    Under gevent it reads the OS socket (gevent's ``recv`` would wait for more).
+    """
+    raw = getattr(sock, "_sock", sock)
+    flags = _NO_WAIT or 0
+
+    def peek() -> bytes | None:
+        try:
+            return bytes(raw.recv(READ_SIZE, flags))
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""  # the reader stops at an empty read
+
+    return peek
+
+
 def _spawn_thread(fn: Callable[[], None]) -> object:
     t = threading.Thread(target=fn, daemon=True, name="mlfn-grpc-call")
     t.start()
@@ -643,6 +737,7 @@ class H2Server:
         self._listener: socket.socket | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
+        self.pace = Pace()
 
     def bind(self, host: str, port: int) -> int:
         """Listen on ``host:port``; the port bound. Raises OSError when it is taken."""
@@ -678,7 +773,9 @@ class H2Server:
                 return
             with contextlib.suppress(OSError):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(client, self.handler, self.spawn, self.max_message, self.defer)
+            conn = _Connection(
+                client, self.handler, self.spawn, self.max_message, self.defer, self.pace
+            )
             self._connections.add(conn)
             self.spawn(lambda c=conn: self._serve(c))  # type: ignore[misc]
 
