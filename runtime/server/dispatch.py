@@ -235,8 +235,10 @@ class Dispatcher:
         set; outputs are binary where the request asks (:mod:`runtime.server.oip_binary`).
         """
         length = headers.get(oip_binary.HEADER)
+        choices = None
         if length is not None:
             payload, arrays = self._binary.split(body, length)
+            choices = self._binary.choices(payload)
         else:
             ctype = headers.get("content-type", "")
             if not _is_json(ctype):
@@ -250,7 +252,7 @@ class Dispatcher:
                 raise BadRequest(f"malformed JSON: {err}") from None
             arrays = {}
         reply = self.oip_reply(payload, arrays, version, arrays_out=True)
-        return oip_binary.encode_reply(reply, payload)
+        return oip_binary.encode_reply(reply, payload, choices)
 
     def oip_reply(
         self,

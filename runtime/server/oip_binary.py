@@ -43,6 +43,7 @@ __all__ = [
     "decode_raw",
     "encode_raw",
     "encode_reply",
+    "output_choices",
     "split_request",
 ]
 
@@ -237,6 +238,11 @@ def _one_input(body: bytes, n: int, tensor: Any) -> NDArray[Any] | None:
     return np.frombuffer(body, dtype=dtype, offset=n).reshape(shape)
 
 
+OutputChoices = tuple[bool, set[str], set[str]]
+"""What a request asks of its outputs: binary by default, the listed ones that are binary,
+and every name it lists."""
+
+
 _CACHED_HEADERS = 64
 
 
@@ -250,6 +256,7 @@ class HeaderReader:
 
     def __init__(self) -> None:
         self._plans: dict[bytes, tuple[dict[str, Any], np.dtype[Any], Any, int] | None] = {}
+        self._choices: dict[int, OutputChoices] = {}  # by id() of a payload in _plans
 
     def split(
         self, body: bytes, header_length: str
@@ -264,7 +271,7 @@ class HeaderReader:
             plan = plans[head]
             if plan is not None and plan[3] == len(body) - n:
                 payload, dtype, shape, _ = plan
-                return payload, {0: np.frombuffer(body, dtype=dtype, offset=n).reshape(shape)}
+                return payload, {0: np.ndarray(shape, dtype=dtype, buffer=body, offset=n)}
             return split_request(body, header_length)
         payload, arrays = split_request(body, header_length)  # raises for a bad request
         plan = None
@@ -275,8 +282,16 @@ class HeaderReader:
                 plan = (payload, known, one.shape, one.nbytes)
         if len(plans) >= _CACHED_HEADERS:
             plans.clear()
+            self._choices.clear()
         plans[head] = plan
+        if plan is not None:
+            self._choices[id(payload)] = output_choices(payload)
         return payload, arrays
+
+    def choices(self, payload: Mapping[str, Any]) -> OutputChoices:
+        """:func:`output_choices` of ``payload``: worked out once for a header kept here."""
+        known = self._choices.get(id(payload))
+        return known if known is not None else output_choices(payload)
 
 
 def _flag(params: Any, key: str) -> bool | None:
@@ -300,15 +315,24 @@ def binary_outputs(payload: Mapping[str, Any]) -> tuple[bool, set[str]]:
     return default, listed
 
 
-def encode_reply(reply: dict[str, Any], payload: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
-    """Headers and body of an inference reply: binary outputs where the request asked."""
+def output_choices(payload: Mapping[str, Any]) -> OutputChoices:
+    """The :data:`OutputChoices` of a request."""
     default, listed = binary_outputs(payload)
     requested = payload.get("outputs")
     named = (
         {str(o.get("name")) for o in requested if isinstance(o, dict)}
         if isinstance(requested, list)
-        else ()
+        else set()
     )
+    return default, listed, named
+
+
+def encode_reply(
+    reply: dict[str, Any], payload: Mapping[str, Any], choices: OutputChoices | None = None
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an inference reply: binary outputs where the request asked
+    (``choices``: :func:`output_choices` of ``payload``, when known already)."""
+    default, listed, named = choices or output_choices(payload)
     blobs: list[bytes] = []
     binary = default or listed
     for out in reply["outputs"]:
