@@ -27,8 +27,10 @@ steadier figure.
 
 Targets: REST binary and gRPC at least as fast as the JSON route for 64-row requests,
 and no slower for 1-row requests (within 5%: the noise of one run on a shared machine).
-Each cell runs ``MLFN_BENCH_SECONDS`` (default 1.5) after a 0.5 s warm-up; the whole
-run stays well under two minutes.
+Each cell runs ``MLFN_BENCH_SECONDS`` (default 1.5) after a 0.5 s warm-up. At c=64 the
+routes run by turns, three rounds (``MLFN_BENCH_ROUNDS``), and each cell shows its median
+round: a moment of other work on a shared machine moves one round, not the comparison.
+The whole run takes about two minutes.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ CONCURRENCY = (1, 64)
 ROWS = (1, 64)
 ROUTES = ("JSON route", "OIP REST JSON", "OIP REST binary", "OIP gRPC")
 GRPC_CHANNELS = _h2load.CONNECTIONS
+ROUNDS = 3
+"""Each c=64 cell runs this many times, the routes by turns; the table shows its median
+(``MLFN_BENCH_ROUNDS``)."""
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -238,6 +243,7 @@ def _drained(port: int, timeout: float = 30.0) -> None:
 
 def main() -> None:
     seconds = float(os.environ.get("MLFN_BENCH_SECONDS", "1.5"))
+    rounds = max(1, int(os.environ.get("MLFN_BENCH_ROUNDS", str(ROUNDS))))
     results: list[tuple[str, int, int, LoadResult]] = []
     cpu_ms: dict[tuple[str, int, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as home:
@@ -275,28 +281,19 @@ def main() -> None:
                                 results.append((route, c, rows, result))
                                 cpu_ms[(route, c, rows)] = cpu / max(result.requests, 1) * 1000
                             continue
-                        for route in ROUTES:
-                            cpu_before = _cpu_seconds(proc.pid)
-                            if route == "OIP gRPC":
-                                result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
-                            else:
-                                path, body, headers = _http_request(route, x)
-                                result = http_load(
-                                    "127.0.0.1",
-                                    port,
-                                    "POST",
-                                    path,
-                                    body,
-                                    headers,
-                                    concurrency=c,
-                                    duration=seconds,
+                        # the routes by turns, ROUNDS times; each route's median round
+                        runs: dict[str, list[tuple[LoadResult, float]]] = {r: [] for r in ROUTES}
+                        for _ in range(rounds):
+                            for route in ROUTES:
+                                runs[route].append(
+                                    _loaded_cell(route, port, grpc_port, x, c, seconds, proc.pid)
                                 )
-                                ran = _http_seconds(seconds)
-                            _drained(port)
-                            cpu = _cpu_seconds(proc.pid) - cpu_before
-                            served = result.rps * ran  # warm-up too
+                        for route, cells in runs.items():
+                            result, cpu = sorted(cells, key=lambda cell: cell[0].rps)[
+                                len(cells) // 2
+                            ]
                             results.append((route, c, rows, result))
-                            cpu_ms[(route, c, rows)] = cpu / max(served, 1) * 1000
+                            cpu_ms[(route, c, rows)] = cpu
     order = {(r, c): i for i, (r, c) in enumerate((r, c) for r in ROWS for c in CONCURRENCY)}
     results.sort(key=lambda cell: (order[(cell[2], cell[1])], ROUTES.index(cell[0])))
     grpc_client = "h2load" if _h2load.available() else "grpcio (asyncio; install h2load)"
@@ -307,6 +304,25 @@ def main() -> None:
     )
     print(_table(results, cpu_ms))
     print(_targets(results))
+
+
+def _loaded_cell(
+    route: str, port: int, grpc_port: int, x: np.ndarray, c: int, seconds: float, pid: int
+) -> tuple[LoadResult, float]:
+    """One closed-loop cell of ``route`` at concurrency ``c``: the result, and the server's
+    CPU milliseconds per request served (the warm-up's too)."""
+    cpu_before = _cpu_seconds(pid)
+    if route == "OIP gRPC":
+        result, ran = _grpc_cell("127.0.0.1", grpc_port, x, c, seconds)
+    else:
+        path, body, headers = _http_request(route, x)
+        result = http_load(
+            "127.0.0.1", port, "POST", path, body, headers, concurrency=c, duration=seconds
+        )
+        ran = _http_seconds(seconds)
+    _drained(port)
+    served = result.rps * ran  # warm-up too
+    return result, (_cpu_seconds(pid) - cpu_before) / max(served, 1) * 1000
 
 
 def _one_by_turns(
