@@ -90,6 +90,15 @@ def test_concurrent_calls_on_one_connection_each_get_their_own_reply(
         assert ("x-request-id", f"id-{i}") in call.trailing_metadata()
 
 
+def _a_held_call_does_not_hold_the_next(handler: Handler, channel: grpc.Channel) -> None:
+    held = _call(channel, "/t/Hold").future(b"", timeout=30)
+    wait_for(lambda: handler.holding == 1, 30, "the held call to reach the handler")
+    assert _call(channel, "/t/Echo")(b"beside", timeout=10) == b"ediseb"
+    assert not held.done()
+    handler.hold.set()
+    assert held.result(timeout=30) == b"held"
+
+
 def test_a_connection_answers_one_call_at_a_time_itself_until_its_client_sends_more(
     served: tuple[H2Server, Handler, grpc.Channel],
 ) -> None:
@@ -109,12 +118,7 @@ def test_a_connection_answers_one_call_at_a_time_itself_until_its_client_sends_m
     assert [m.result(timeout=30) for m in more] == [b"0 erom", b"1 erom"]
     wait_for(lambda: not conn.sequential, 30, "the connection to see calls at once")
     # from then on every call is spawned: one that is held does not hold the next
-    held = _call(channel, "/t/Hold").future(b"", timeout=30)
-    wait_for(lambda: handler.holding == 1, 30, "the held call to reach the handler")
-    assert echo(b"beside", timeout=10) == b"ediseb"
-    assert not held.done()
-    handler.hold.set()
-    assert held.result(timeout=30) == b"held"
+    _a_held_call_does_not_hold_the_next(handler, channel)
 
 
 def test_while_calls_are_slow_each_is_spawned_and_none_waits_behind_another(
@@ -127,11 +131,7 @@ def test_while_calls_are_slow_each_is_spawned_and_none_waits_behind_another(
     assert not server.pace.quick
     (conn,) = server._connections
     assert conn.sequential  # one call at a time, but slow ones: not answered by the reader
-    held = _call(channel, "/t/Hold").future(b"", timeout=30)
-    wait_for(lambda: handler.holding == 1, 30, "the held call to reach the handler")
-    assert _call(channel, "/t/Echo")(b"beside", timeout=10) == b"ediseb"
-    handler.hold.set()
-    assert held.result(timeout=30) == b"held"
+    _a_held_call_does_not_hold_the_next(handler, channel)
 
 
 def test_a_reply_larger_than_the_client_window_arrives_whole(
