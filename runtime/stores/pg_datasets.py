@@ -24,11 +24,14 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
 from numpy.typing import NDArray
 from psycopg.adapt import Buffer, Dumper
 from psycopg.pq import Format
+from psycopg.types.json import set_json_loads
 
+from runtime import fastjson
 from runtime.datasets import DataRange, DatasetError, Row, TrainingData, check_dataset_name
 from runtime.errors import StoreUnavailableError
 from runtime.groupcommit import GroupCommit
@@ -48,6 +51,20 @@ _INSERT = (
 )
 """The rows of a group as one JSON text (parsed by the server, not dumped field by field
 by psycopg), their features as one binary array that each row slices."""
+_BUMP = (
+    "INSERT INTO mlfn_dataset_counts (dataset, rows) {rows} "
+    "ON CONFLICT (dataset) DO UPDATE SET rows = mlfn_dataset_counts.rows + EXCLUDED.rows"
+)
+"""Add a group's new rows to the dataset's count (``mlfn_dataset_counts``)."""
+
+
+def _counted(insert: str) -> str:
+    """``insert`` (which returns the new rows' ids) and the count's update, one statement:
+    the count moves in the same transaction as the rows, in the same round trip."""
+    bump = _BUMP.format(rows="SELECT %s, COUNT(*) FROM new HAVING COUNT(*) > 0")
+    return f"WITH new AS ({insert}), counted AS ({bump}) SELECT id FROM new"
+
+
 _FEW = 4
 """Fewer rows than this go as ``VALUES`` (one statement text per count, few of them):
 psycopg dumps lists in Python, which costs more than the rows of a small group."""
@@ -55,6 +72,8 @@ _COLUMNS = "INSERT INTO mlfn_dataset_rows (dataset, id, time, features, label) V
 _ROW = "(%s, %s, %s, %s, %s::jsonb)"
 _CONFLICT = " ON CONFLICT (dataset, id) DO NOTHING RETURNING id"
 _VALUES = [_COLUMNS + ", ".join([_ROW] * n) + _CONFLICT for n in range(_FEW)]
+_COUNTED_INSERT = _counted(_INSERT)
+_COUNTED_VALUES = [_counted(v) for v in _VALUES]
 _CELL = np.dtype([("len", ">i4"), ("value", ">f8")])
 """One element of a binary ``double precision[]``: its length (8), then the value."""
 _FLOAT8 = 701  # the element type's oid
@@ -84,6 +103,35 @@ class _FloatsDumper(Dumper):
         return struct.pack(">iiiii", 1, 0, _FLOAT8, obj.n, 1) + obj.cells
 
 
+def _records_json(chunk: Sequence[_Prepared]) -> str:
+    """The rows of a group as one JSON text, each with its slice ``lo:hi`` of the group's
+    features: orjson (times in RFC 3339, as ``isoformat`` writes them; each label its
+    checked JSON text), or the stdlib where orjson refuses a value (an id with a lone
+    surrogate, which the stdlib escapes)."""
+    records: list[dict[str, Any]] = []
+    hi = 0
+    for r in chunk:
+        lo, hi = hi + 1, hi + len(r.features)
+        label = None if r.label_json is None else orjson.Fragment(r.label_json)
+        records.append({"id": r.id, "time": r.time, "lo": lo, "hi": hi, "label": label})
+    try:
+        return orjson.dumps(records).decode()
+    except orjson.JSONEncodeError:
+        plain = [
+            rec | {"time": r.time.isoformat(), "label": r.label}
+            for rec, r in zip(records, chunk, strict=True)
+        ]
+        return json.dumps(plain)
+
+
+def _label_of(text: str | bytes) -> Any:
+    """A stored label (``jsonb``, as PostgreSQL writes it: an integer is its digits)."""
+    data = bytes(text, "utf-8") if isinstance(text, str) else bytes(text)
+    if data.isdigit() or (data[:1] == b"-" and data[1:].isdigit()):
+        return int(data)
+    return fastjson.loads(data)
+
+
 def _floats_of(sent: bytes) -> NDArray[np.float64]:
     """A ``double precision[]`` from its binary form (``array_send``): read as one array,
     not parsed from text float by float."""
@@ -106,6 +154,10 @@ class _Prepared:
     label_json: str | None
 
 
+_TOTAL = "SELECT COALESCE((SELECT rows FROM mlfn_dataset_counts WHERE dataset = %s), 0)"
+_UPTO = "(SELECT COUNT(*) FROM mlfn_dataset_rows WHERE dataset = %s AND seq <= %s)"
+
+
 class PgDataset:
     """One dataset in PostgreSQL; thread-safe (concurrent appends commit together)."""
 
@@ -115,6 +167,7 @@ class PgDataset:
         self._group: GroupCommit[list[_Prepared], int] = GroupCommit(
             self._commit, name=f"appends to dataset {name!r}"
         )
+        self._upto: tuple[int, int] | None = None  # a watermark, the rows up to it
 
     def __repr__(self) -> str:
         return f"PgDataset({self.name!r}, {self.db.where!r})"
@@ -164,7 +217,7 @@ class PgDataset:
                 f"numbers, got an array of shape {features.shape}"
             )
         try:
-            label = None if row.label is None else json.dumps(row.label, allow_nan=False)
+            label = None if row.label is None else fastjson.dumps_value(row.label, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise DatasetError(
                 f"row {row.id!r} of dataset {self.name!r}: the label must be JSON ({err})"
@@ -213,20 +266,35 @@ class PgDataset:
         return refused
 
     def _insert(self, rows: Sequence[_Prepared]) -> list[str]:
-        """Insert ``rows`` (ids unique, sorted) in one transaction; the ids that were new."""
+        """Insert ``rows`` (ids unique, sorted) in one transaction and count the new ones
+        in ``mlfn_dataset_counts``; the ids that were new."""
         chunks = [rows[i : i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
-        opener = self.db.statement if len(chunks) == 1 else self.db.connection
+        if len(chunks) == 1:  # the rows and their count: one statement, one round trip
+            with self.db.statement() as conn:
+                return self._execute(conn, chunks[0], counted=True)
         stored: list[str] = []
-        with opener() as conn:
-            cur = conn.cursor()
-            cur.adapters.register_dumper(_Floats, _FloatsDumper)
-            for chunk in chunks:  # one statement per chunk: one round trip, atomic
-                if len(chunk) < _FEW:
-                    cur.execute(_VALUES[len(chunk)], self._values(chunk))
-                else:
-                    cur.execute(_INSERT, self._arrays(chunk))
-                stored += [r[0] for r in cur.fetchall()]
+        with self.db.connection() as conn:
+            for chunk in chunks:
+                stored += self._execute(conn, chunk, counted=False)
+            if stored:  # the count last: its row is locked only once every row is in
+                conn.execute(_BUMP.format(rows="VALUES (%s, %s)"), (self.name, len(stored)))
         return stored
+
+    def _execute(
+        self, conn: psycopg.Connection[Any], chunk: Sequence[_Prepared], *, counted: bool
+    ) -> list[str]:
+        """One ``INSERT`` of ``chunk`` (with its count's update where ``counted``)."""
+        cur = conn.cursor()
+        cur.adapters.register_dumper(_Floats, _FloatsDumper)
+        if len(chunk) < _FEW:
+            texts, args = (_COUNTED_VALUES if counted else _VALUES), self._values(chunk)
+            cur.execute(texts[len(chunk)], [*args, self.name] if counted else args)
+        else:
+            args = self._arrays(chunk)
+            cur.execute(
+                _COUNTED_INSERT if counted else _INSERT, [*args, self.name] if counted else args
+            )
+        return [r[0] for r in cur.fetchall()]
 
     def _values(self, chunk: Sequence[_Prepared]) -> list[Any]:
         args: list[Any] = []
@@ -235,28 +303,36 @@ class PgDataset:
         return args
 
     def _arrays(self, chunk: Sequence[_Prepared]) -> list[Any]:
-        records = []
-        hi = 0
-        for r in chunk:
-            lo, hi = hi + 1, hi + len(r.features)
-            records.append(
-                {"id": r.id, "time": r.time.isoformat(), "lo": lo, "hi": hi, "label": r.label}
-            )
         flat = np.concatenate([r.features for r in chunk])
-        return [self.name, _Floats(flat), json.dumps(records)]
+        return [self.name, _Floats(flat), _records_json(chunk)]
 
     def count(self) -> int:
         """Rows stored."""
         return self.count_since(0)
 
     def count_since(self, watermark: int) -> int:
-        """Rows appended after ``watermark`` (a sequence number, e.g. ``DataRange.last_seq``)."""
+        """Rows appended after ``watermark`` (a sequence number, e.g. ``DataRange.last_seq``).
+
+        The dataset's row count (``mlfn_dataset_counts``, kept by the appends) less the
+        rows up to ``watermark``, which are counted once per watermark (the retrain loop
+        asks with the same one once per stored row): one index lookup, not a scan of every
+        row after the watermark. A row that commits after that count with a sequence
+        number below the watermark (appends of other callers commit in any order) counts
+        as after it: it is one no training has read.
+        """
+        known = self._upto
         with self.db.statement() as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM mlfn_dataset_rows WHERE dataset = %s AND seq > %s",
-                (self.name, watermark),
-            ).fetchone()
-        return int(row[0]) if row else 0
+            if watermark <= 0 or (known is not None and known[0] == watermark):
+                found = conn.execute(_TOTAL, (self.name,)).fetchone()
+                upto = 0 if watermark <= 0 else known[1]  # type: ignore[index]
+            else:
+                found = conn.execute(
+                    _TOTAL + ", " + _UPTO, (self.name, self.name, watermark)
+                ).fetchone()
+                upto = int(found[1]) if found else 0
+                self._upto = (watermark, upto)
+        total = int(found[0]) if found else 0
+        return max(0, total - upto)
 
     def watermark(self) -> int:
         """The sequence number of the last row (0 when empty)."""
@@ -282,7 +358,9 @@ class PgDataset:
         if labelled_only:
             sql += " AND label IS NOT NULL"
         with self.db.statement() as conn:
-            found = conn.execute(sql + " ORDER BY seq", args).fetchall()
+            cur = conn.cursor()
+            set_json_loads(_label_of, cur)  # a training reads every row: 1 instead of 7 us a label
+            found = cur.execute(sql + " ORDER BY seq", args).fetchall()
         if not found:
             return TrainingData(np.zeros((0, 0)), np.zeros(0), [], None)
         features = [_floats_of(r[3]) for r in found]

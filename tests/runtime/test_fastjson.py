@@ -69,3 +69,17 @@ def test_dumps_numbers_takes_numpy_and_keeps_nan() -> None:
     assert fastjson.dumps_numbers((1.0, math.inf, math.nan)) == "[1.0, Infinity, NaN]"
     with pytest.raises(TypeError):
         fastjson.dumps_numbers([object()])
+
+
+@pytest.mark.parametrize(
+    "value", [0, -7, 2**70, True, None, 1.5, "seven", ["a", 1], {"digit": 3}, float("nan")]
+)
+def test_dumps_value_writes_the_stdlibs_text(value: Any) -> None:
+    assert fastjson.dumps_value(value) == json.dumps(value)
+
+
+def test_dumps_value_refuses_what_the_stdlib_refuses() -> None:
+    with pytest.raises(ValueError):
+        fastjson.dumps_value(float("inf"), allow_nan=False)
+    with pytest.raises(TypeError):
+        fastjson.dumps_value(object())

@@ -128,3 +128,52 @@ def test_the_database_going_down_mid_group_fails_every_caller_and_stores_none_tw
         assert len(ids) == len(set(ids)) == 19
     finally:
         db.close()
+
+
+def test_the_count_follows_every_way_of_appending_and_each_watermark(
+    dataset: PgDataset, database_url: str
+) -> None:
+    def rows(prefix: str, n: int) -> list[Row]:
+        return [Row(f"{prefix}-{i:05}", [float(i)], i % 10) for i in range(n)]
+
+    assert dataset.count() == 0
+    assert dataset.append(rows("few", 2)) == 2  # one VALUES statement
+    assert dataset.append(rows("many", 50)) == 50  # the arrays statement
+    assert dataset.append(rows("chunks", 4500)) == 4500  # three statements, one transaction
+    assert dataset.append(rows("many", 50) + rows("more", 3)) == 3  # duplicates add nothing
+    assert dataset.count() == 4555
+    seqs = _seqs(database_url)
+    mark = seqs[51]  # after "few" and "many"
+    assert dataset.count_since(mark) == 4503
+    assert dataset.append(rows("late", 7)) == 7
+    assert dataset.count_since(mark) == 4510  # the same watermark again: counted from the total
+    assert dataset.count_since(seqs[-1]) == 7
+    with psycopg.connect(database_url) as conn:  # one truth: the count agrees with the rows
+        (n,) = conn.execute("SELECT COUNT(*) FROM mlfn_dataset_rows").fetchone() or (0,)
+    assert dataset.count() == n == 4562
+
+
+def _seqs(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT seq FROM mlfn_dataset_rows ORDER BY seq")]
+
+
+def test_a_database_from_before_the_counts_gets_them_from_its_rows(database_url: str) -> None:
+    db = Database(database_url, timeout=2.0)
+    PgDatasetStore(db).open("digits").append([Row(f"ev-{i}", [1.0], 1) for i in range(12)])
+    db.close()
+    with psycopg.connect(database_url) as conn:  # as a version without the table left it
+        conn.execute("DROP TABLE mlfn_dataset_counts")
+    db = Database(database_url, timeout=2.0)
+    try:
+        ds = PgDatasetStore(db).open("digits")
+        assert ds.count() == 12
+        assert ds.append([Row("ev-new", [1.0], 1)]) == 1 and ds.count() == 13
+    finally:
+        db.close()
+
+
+def test_labels_read_back_as_they_were_written(dataset: PgDataset) -> None:
+    labels = [0, -3, 2**70, "seven", 1.5, True, {"digit": 4}]
+    dataset.append([Row(f"ev-{i}", [1.0], label) for i, label in enumerate(labels)])
+    assert dataset.read().y.tolist() == labels
