@@ -412,8 +412,9 @@ def _targets(
         if sheds
         else "target: 503s with Retry-After: not measured (bench/_load.py reads no headers)",
         (
-            f"target: 503 p99 for new clients {p99:.1f} ms (at most the p50 of a request "
-            f"served at the limit, {served:.1f} ms): {'met' if p99 <= served else 'MISSED'}"
+            f"target: 503 p99 for new clients {p99:.1f} ms, of {polite.shed} shed (at most the "
+            f"p50 of a request served at the limit, {served:.1f} ms): "
+            f"{'met' if p99 <= served else 'MISSED'}"
             if polite.shed
             else f"target: 503 p99 for new clients: none was shed, all {polite.ok} were "
             "admitted (the resting connections leave room in the queue): not measured"
