@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,6 +177,8 @@ class App:
         )
         self._closers: list[Callable[[], None]] = []
         self._openapi: bytes | None = None
+        # the inference routes clients call most, matched before the general parse
+        self._infer_paths = frozenset(f"/v2/models/{n}/infer" for n in self._model_names)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -314,7 +315,7 @@ class App:
         try:
             body = self._read_body(environ)
         except e.HttpError as err:
-            resp = self._error(err, headers.get("x-request-id") or uuid.uuid4().hex)
+            resp = self._error(err, headers.get("x-request-id") or e.new_request_id())
             self.metrics.observe(resp.status, 0.0)
         else:
             resp = self.handle(Request(method, path, headers, body))
@@ -354,7 +355,7 @@ class App:
     def shed_response(self, request_id: str | None = None) -> Response:
         """The 503 of a request shed before routing: counted, logged once per interval."""
         started = time.perf_counter()
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or e.new_request_id()
         resp = self._shed(self.limiter.overloaded(), rid)
         resp.headers["X-Request-Id"] = rid
         self.metrics.observe(resp.status, time.perf_counter() - started)
@@ -369,7 +370,7 @@ class App:
     def handle(self, req: Request) -> Response:
         """Answer one request in-process: routing, limits, errors, metrics, logs."""
         started = time.perf_counter()
-        rid = req.headers.get("x-request-id") or req.headers.get("ce-id") or uuid.uuid4().hex
+        rid = req.headers.get("x-request-id") or req.headers.get("ce-id") or e.new_request_id()
         metrics = self.metrics
         metrics.in_flight.inc()
         with request_context(rid):
@@ -415,7 +416,7 @@ class App:
     def error_response(self, err: e.HttpError) -> Response:
         """The answer to a request refused before routing (it did not parse, or is too
         large), counted in the metrics like any other."""
-        resp = self._error(err, uuid.uuid4().hex)
+        resp = self._error(err, e.new_request_id())
         self.metrics.observe(resp.status, 0.0)
         return resp
 
@@ -456,7 +457,7 @@ class App:
         start_response: Callable[..., Any],
         headers: Mapping[str, str],
     ) -> Iterable[bytes]:
-        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        rid = headers.get("x-request-id") or e.new_request_id()
         started = time.perf_counter()
         status = 500
         captured: list[Any] = []
@@ -599,8 +600,10 @@ class App:
         return _reply(self.dispatcher.events_route(req.headers, req.body, each))
 
     def _oip(self, req: Request, path: str, ctype: str) -> tuple[int, dict[str, str], bytes]:
-        parts = path.strip("/").split("/")
         d = self.dispatcher
+        if path in self._infer_paths and req.method == "POST":
+            return self._run(req, lambda: (200, *d.oip_infer(req.body, req.headers)))
+        parts = path.strip("/").split("/")
         if parts == ["v2"]:
             _allow(req, "GET")
             return _json({"name": "mlfn", "version": "2", "extensions": ["binary_tensor_data"]})

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
@@ -67,6 +67,29 @@ def _cooperative_yield() -> Callable[[], object] | None:
     return sleep
 
 
+_PLANS = 128
+"""Kept payloads whose :class:`_Plan` a dispatcher remembers (the readers keep 64 each)."""
+
+
+class _Plan(NamedTuple):
+    """The route of a binary header's one small tensor, worked out once (``Dispatcher._plan``)."""
+
+    name: str
+    """The request field it fills."""
+    whole: bool
+    """It holds one whole request (no request dimension)."""
+    wanted: list[str] | None
+    """The outputs the request names, or None for all."""
+
+
+def _wanted(payload: Mapping[str, Any]) -> list[str] | None:
+    """The outputs an OIP request names (``outputs``), or None for every output."""
+    outputs = payload.get("outputs")
+    if not isinstance(outputs, list):
+        return None
+    return [str(o.get("name")) for o in outputs if isinstance(o, dict)]
+
+
 def _is_json(content_type: str) -> bool:
     ctype = content_type.split(";", 1)[0].strip().lower()
     return ctype in ("", "application/json") or ctype.endswith("+json")
@@ -111,6 +134,7 @@ class Dispatcher:
         self.versions = PinnedVersions()
         self._plain = oip_plan.plain_fields(function.response_model)  # the fast OIP encoder
         self._binary = oip_binary.HeaderReader()  # binary OIP headers parsed once
+        self._plans: dict[int, tuple[Any, _Plan | None]] = {}  # by id() of a kept payload
         # under gevent a request never yields while it runs the model: without a pause a
         # connection whose client answers fast is served again and again, others starve
         self._pause = _cooperative_yield()
@@ -235,9 +259,12 @@ class Dispatcher:
         set; outputs are binary where the request asks (:mod:`runtime.server.oip_binary`).
         """
         length = headers.get(oip_binary.HEADER)
-        choices = None
         if length is not None:
             payload, arrays = self._binary.split(body, length)
+            kept = self._binary.kept(payload)
+            if kept is not None:  # the header seen before: its route and reply kept
+                reply = self.oip_reply(payload, arrays, version, arrays_out=True, kept=True)
+                return kept.encode_reply(reply, payload)
             choices = self._binary.choices(payload)
         else:
             ctype = headers.get("content-type", "")
@@ -250,9 +277,33 @@ class Dispatcher:
                 payload = from_json(body)  # pydantic-core's parser: json.loads' result, faster
             except ValueError as err:
                 raise BadRequest(f"malformed JSON: {err}") from None
-            arrays = {}
+            arrays, choices = {}, None
         reply = self.oip_reply(payload, arrays, version, arrays_out=True)
         return oip_binary.encode_reply(reply, payload, choices)
+
+    def _plan_of(self, payload: Any, arrays: Mapping[int, Any]) -> _Plan | None:
+        """The :class:`_Plan` of a payload a header reader kept (the same object for
+        every request with that header), worked out on its first request."""
+        plans = self._plans
+        known = plans.get(id(payload))
+        if known is not None and known[0] is payload:
+            return known[1]
+        plan = self._plan(payload, arrays)
+        if len(plans) >= _PLANS:
+            plans.clear()
+        plans[id(payload)] = (payload, plan)  # the payload held: its id stays its own
+        return plan
+
+    def _plan(self, payload: Any, arrays: Mapping[int, Any]) -> _Plan | None:
+        """The route of a binary request's one small tensor: the field it fills and
+        whether it holds one whole request; None where the general path decodes it."""
+        if sum(a.size for a in arrays.values()) >= numeric.MIN_ELEMENTS:
+            return None  # the numeric lane's (or pydantic's, as the general path says)
+        found = oip.one_numeric_input(payload, self._one, arrays)
+        if found is None:
+            return None
+        name, _, whole = found
+        return _Plan(name, whole, _wanted(payload))
 
     def oip_reply(
         self,
@@ -261,6 +312,7 @@ class Dispatcher:
         version: str | None = None,
         *,
         arrays_out: bool = False,
+        kept: bool = False,
     ) -> dict[str, Any]:
         """The protocol-neutral core of an inference request: tensors in, tensors out.
 
@@ -269,12 +321,26 @@ class Dispatcher:
         pins a model version (None or the served one: the batcher's current model).
         Both the REST and the gRPC binding call this. ``arrays_out``: an output's ``data``
         may be a flat numpy array (the bindings write it with ``tobytes`` or ``tolist``).
+        ``kept``: the payload is one a header reader kept (shared by every request with
+        that header, as ``HeaderReader`` and the gRPC ``RequestReader`` hand it out): how
+        its tensor maps to rows is worked out once; the rows are the general path's.
         """
         pinned = self.versions.pinned(self.model, version) if version else None
+        plan = self._plan_of(payload, arrays) if kept and arrays else None
         self.announce()
         try:
-            found = self._lane_rows(payload, arrays)
-            if found is not None:
+            if plan is not None:
+                array = arrays[0]  # type: ignore[index]
+                name = plan.name
+                raw = (
+                    [{name: array.tolist()}] if plan.whole else [{name: v} for v in array.tolist()]
+                )
+                try:
+                    rows = self._many.validate_python(raw)
+                except ValidationError as err:
+                    raise from_validation(err, where="rows.") from None
+                whole = plan.whole
+            elif (found := self._lane_rows(payload, arrays)) is not None:
                 rows, whole = found
             else:
                 raw_rows, whole = oip.decode_inputs(payload, self._one, arrays)
@@ -290,9 +356,7 @@ class Dispatcher:
         else:
             self.withdraw()
             results, served = self.predict_with(pinned, rows)
-        wanted = None
-        if isinstance(payload.get("outputs"), list):
-            wanted = [str(o.get("name")) for o in payload["outputs"] if isinstance(o, dict)]
+        wanted = plan.wanted if plan is not None else _wanted(payload)
         outputs = None
         if self._plain is not None:
             model = self.function.response_model

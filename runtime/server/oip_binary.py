@@ -39,6 +39,7 @@ __all__ = [
     "HEADER",
     "NUMPY",
     "HeaderReader",
+    "KeptHeader",
     "binary_outputs",
     "decode_raw",
     "encode_raw",
@@ -244,6 +245,52 @@ and every name it lists."""
 
 
 _CACHED_HEADERS = 64
+_CACHED_REPLIES = 16
+
+
+class KeptHeader:
+    """What is worked out once for a header :class:`HeaderReader` keeps.
+
+    ``choices``: its :data:`OutputChoices`. :meth:`encode_reply` answers like :func:`encode_reply`, with the reply's JSON header
+    kept too: a reply of the same version, output names, datatypes and shapes has the
+    same header bytes, so only the tensors' bytes are made per request.
+    """
+
+    __slots__ = ("_heads", "choices")
+
+    def __init__(self, choices: OutputChoices) -> None:
+        self.choices = choices
+        self._heads: dict[tuple[Any, ...], tuple[bytes, str]] = {}
+
+    def encode_reply(
+        self, reply: dict[str, Any], payload: Mapping[str, Any]
+    ) -> tuple[dict[str, str], bytes]:
+        """What :func:`encode_reply` answers for ``reply`` to ``payload`` (this header's)."""
+        outputs = reply["outputs"]
+        default, listed, named = self.choices
+        key: tuple[Any, ...] = (reply.get("model_version"),)
+        for out in outputs:
+            name, data = out["name"], out.get("data")
+            if not (name in listed or (default and name not in named)) or not isinstance(
+                data, np.ndarray
+            ):
+                return encode_reply(reply, payload, self.choices)  # some output stays JSON
+            key += (name, out["datatype"], *out["shape"], None)
+        kept = self._heads.get(key)
+        if kept is None:
+            headers, body = encode_reply(reply, payload, self.choices)
+            length = headers["Inference-Header-Content-Length"]
+            if len(self._heads) >= _CACHED_REPLIES:
+                self._heads.clear()
+            self._heads[key] = (body[: int(length)], length)
+            return headers, body
+        head, length = kept
+        blobs = [encode_raw(out["datatype"], out["data"]) for out in outputs]
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": length,
+        }
+        return headers, b"".join([head, *blobs])
 
 
 class HeaderReader:
@@ -256,7 +303,7 @@ class HeaderReader:
 
     def __init__(self) -> None:
         self._plans: dict[bytes, tuple[dict[str, Any], np.dtype[Any], Any, int] | None] = {}
-        self._choices: dict[int, OutputChoices] = {}  # by id() of a payload in _plans
+        self._kept: dict[int, KeptHeader] = {}  # by id() of a payload in _plans
 
     def split(
         self, body: bytes, header_length: str
@@ -282,16 +329,20 @@ class HeaderReader:
                 plan = (payload, known, one.shape, one.nbytes)
         if len(plans) >= _CACHED_HEADERS:
             plans.clear()
-            self._choices.clear()
+            self._kept.clear()
         plans[head] = plan
         if plan is not None:
-            self._choices[id(payload)] = output_choices(payload)
+            self._kept[id(payload)] = KeptHeader(output_choices(payload))
         return payload, arrays
+
+    def kept(self, payload: Mapping[str, Any]) -> KeptHeader | None:
+        """The :class:`KeptHeader` of a payload this reader handed out from a kept header."""
+        return self._kept.get(id(payload))
 
     def choices(self, payload: Mapping[str, Any]) -> OutputChoices:
         """:func:`output_choices` of ``payload``: worked out once for a header kept here."""
-        known = self._choices.get(id(payload))
-        return known if known is not None else output_choices(payload)
+        known = self._kept.get(id(payload))
+        return known.choices if known is not None else output_choices(payload)
 
 
 def _flag(params: Any, key: str) -> bool | None:

@@ -6,7 +6,7 @@ sent in two system calls) and a quarter in the app. This worker keeps what gunic
 does well (the master, pre-forking, signals, heartbeats, the accept loop and the
 graceful stop) and replaces the per-connection loop: ``httptools`` (llhttp, C) parses,
 the app gets a :class:`~runtime.server.app.Request` (no WSGI in between), and the whole
-response leaves in one ``sendall``.
+response leaves in one ``send`` (:func:`~runtime.server.sockets.sender`).
 
 HTTP/1.1 as clients and proxies use it: keep-alive (HTTP/1.0 only when asked),
 pipelining (answered in order), ``Expect: 100-continue``, chunked request bodies, ``HEAD``.
@@ -40,6 +40,7 @@ import httptools
 
 from runtime.server import errors as e
 from runtime.server.app import App, Request, Response
+from runtime.server.sockets import sender
 
 __all__ = [
     "SATURATED_ACCEPTS",
@@ -240,7 +241,7 @@ def serve_connection(
     parser = httptools.HttpRequestParser(msg)
     msg.parser = parser
     sock.settimeout(keepalive_s)
-    recv, sendall = sock.recv, sock.sendall
+    recv, sendall = sock.recv, sender(sock)
     idle = tracker.idle
     unparsed = 0
     while True:

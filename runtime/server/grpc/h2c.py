@@ -45,6 +45,8 @@ from functools import partial
 import hpack
 from hpack.table import HeaderTable
 
+from runtime.server.sockets import sender
+
 __all__ = ["H2Server", "Handler", "Pace", "Reply", "encode_message"]
 
 log = logging.getLogger("mlfn.server")
@@ -245,7 +247,7 @@ class _Connection:
     ) -> None:
         self.sock = sock
         self.pace = pace or Pace()
-        self.send = _sender(sock)
+        self.send = sender(sock)
         self._peek = _peeker(sock)
         self.handler = handler
         self.spawn = spawn
@@ -653,29 +655,6 @@ class _Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _sender(sock: socket.socket) -> Callable[[bytes], None]:
-    """``sock.sendall``, but under gevent one plain ``send`` on the OS socket first.
-
-    gevent's ``sendall`` asks the kernel for the send buffer size (a system call) and
-    slices the data in Python on every call; a reply of a few hundred bytes leaves in
-    one ``send`` (the OS socket is non-blocking under gevent). What the kernel does not
-    take at once goes through ``sendall``, which waits for room cooperatively.
-    """
-    raw = getattr(sock, "_sock", None)
-    if raw is None or raw.gettimeout() != 0.0:  # a plain blocking socket (threads)
-        return sock.sendall
-
-    def send(data: bytes) -> None:
-        try:
-            sent = raw.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            sock.sendall(memoryview(data)[sent:])
-
-    return send
 
 
 _NO_WAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
