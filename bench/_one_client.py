@@ -142,35 +142,48 @@ def grpc_call(host: str, port: int, path: str, message: bytes) -> Call:
     ]
     first, repeated = encoder.encode(fields), encoder.encode(fields)  # later blocks repeat
     data = struct.pack(">BI", 0, len(message)) + message
+    # the request's two frames, written once: each call sets their stream id in place
+    wire = bytearray(
+        _frame(_HEADERS, _END_HEADERS, 1, repeated) + _frame(_DATA, _END_STREAM, 1, data)
+    )
+    data_at = 9 + len(repeated)
     state = {"sid": 1, "buf": b""}
     recv = sock.recv
+    unpack = _FRAME.unpack_from
+    sid_at = struct.Struct(">I").pack_into
 
     def call() -> bool:
         sid = state["sid"]
         state["sid"] = sid + 2
-        block = first if sid == 1 else repeated
-        sock.sendall(
-            _frame(_HEADERS, _END_HEADERS, sid, block) + _frame(_DATA, _END_STREAM, sid, data)
-        )
+        if sid == 1:
+            out = _frame(_HEADERS, _END_HEADERS, 1, first) + _frame(_DATA, _END_STREAM, 1, data)
+        else:
+            sid_at(wire, 5, sid)
+            sid_at(wire, data_at + 5, sid)
+            out = wire
+        sock.sendall(out)
         buf = state["buf"]
+        pos = 0
         while True:
-            while len(buf) >= 9:
-                hi, lo, kind, flags, stream = _FRAME.unpack_from(buf)
+            end = len(buf)
+            while end - pos >= 9:
+                hi, lo, kind, flags, stream = unpack(buf, pos)
                 n = (hi << 8) | lo
-                if len(buf) < 9 + n:
+                if end - pos - 9 < n:
                     break
-                payload, buf = buf[9 : 9 + n], buf[9 + n :]
+                start, pos = pos + 9, pos + 9 + n
+                if kind == _HEADERS and flags & _END_STREAM and stream == sid:
+                    state["buf"] = buf[pos:]
+                    return _GRPC_OK in buf[start:pos]
                 if kind == _SETTINGS and not flags & _ACK:
                     sock.sendall(_frame(_SETTINGS, _ACK, 0))
                 elif kind == _PING and not flags & _ACK:
-                    sock.sendall(_frame(_PING, _ACK, 0, payload))
-                elif kind == _HEADERS and flags & _END_STREAM and stream == sid:
-                    state["buf"] = buf
-                    return _GRPC_OK in payload
+                    sock.sendall(_frame(_PING, _ACK, 0, buf[start:pos]))
             chunk = recv(65536)
             if not chunk:
                 raise ConnectionError("the server closed the connection mid-call")
-            buf += chunk
+            buf = buf[pos:] + chunk
+            pos = 0
 
     return call
 

@@ -28,9 +28,9 @@ steadier figure.
 Targets: REST binary and gRPC at least as fast as the JSON route for 64-row requests,
 and no slower for 1-row requests (within 5%: the noise of one run on a shared machine).
 Each cell runs ``MLFN_BENCH_SECONDS`` (default 1.5) after a 0.5 s warm-up. At c=64 the
-routes run by turns, three rounds (``MLFN_BENCH_ROUNDS``), and each cell shows its median
+routes run by turns, five rounds (``MLFN_BENCH_ROUNDS``), and each cell shows its median
 round: a moment of other work on a shared machine moves one round, not the comparison.
-The whole run takes about two minutes.
+The whole run takes about three minutes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ CONCURRENCY = (1, 64)
 ROWS = (1, 64)
 ROUTES = ("JSON route", "OIP REST JSON", "OIP REST binary", "OIP gRPC")
 GRPC_CHANNELS = _h2load.CONNECTIONS
-ROUNDS = 3
+ROUNDS = 5
 """Each c=64 cell runs this many times, the routes by turns; the table shows its median
 (``MLFN_BENCH_ROUNDS``)."""
 INFER = "/inference.GRPCInferenceService/ModelInfer"

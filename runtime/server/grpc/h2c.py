@@ -338,6 +338,33 @@ class _Connection:
         with self.lock:
             if stream.closed:
                 return
+            body = reply.body
+            if (
+                reply.code == 0
+                and body is not None
+                and len(body) + 5 <= min(self.send_window, stream.send_window, self.peer_max_frame)
+            ):  # the common reply: HEADERS, one DATA frame, trailers, written at once
+                n, sid = len(body) + 5, stream.sid
+                self.send_window -= n
+                stream.send_window -= n
+                stream.closed = True
+                self.streams.pop(sid, None)
+                self.blocked.pop(sid, None)
+                m = len(block)
+                self._send_reply(
+                    b"".join(
+                        (
+                            _FRAME.pack(0, len(_REPLY_HEAD), HEADERS, END_HEADERS, sid),
+                            _REPLY_HEAD,
+                            _FRAME.pack(n >> 8, n & 0xFF, DATA, 0, sid),
+                            _PREFIX.pack(0, n - 5),
+                            body,
+                            _FRAME.pack(m >> 8, m & 0xFF, HEADERS, END_HEADERS | END_STREAM, sid),
+                            block,
+                        )
+                    )
+                )
+                return
             if reply.code == 0 and reply.body is not None:
                 out.append(_frame(HEADERS, END_HEADERS, stream.sid, _REPLY_HEAD))
                 stream.pending = memoryview(encode_message(reply.body))
