@@ -49,7 +49,7 @@ LIMIT = 100  # predict's containerConcurrency
 WARMUP_S = {LIMIT: 1.5, 10 * LIMIT: 4.0}  # at 10x: until the first rests are over
 MEASURE_S = 5.0
 GOODPUT_TARGET = 0.80
-PROBE_RATE = 20  # new clients a second beside the 10x load
+PROBE_RATE = 60  # new clients a second beside the 10x load
 HEALTHZ_AFTER_S = 1.0  # into the burst of 1,000 new connections
 HEALTHZ_TARGET_MS = 1000.0  # Kubernetes' default probe timeout (timeoutSeconds: 1)
 
