@@ -33,6 +33,7 @@ period, then closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -156,6 +157,24 @@ def _hpack_int(value: int, bits: int, first: int = 0) -> bytes:
 def _literal(name: bytes, value: bytes) -> bytes:
     """An HPACK literal field without indexing (no state in the client's table)."""
     return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+_OK_TRAILER = _literal(b"grpc-status", b"0")
+"""The trailer of every call that succeeds."""
+_BYTE = [bytes([n]) for n in range(127)]
+
+
+@functools.lru_cache(maxsize=64)
+def _literal_name(name: str) -> bytes:
+    """The start of :func:`_literal` for ``name``: the same few names on every call."""
+    raw = name.encode("latin-1")
+    return b"\x00" + _hpack_int(len(raw), 7) + raw
+
+
+def _literal_value(value: bytes) -> bytes:
+    """The rest of :func:`_literal`: the value's length, then the value."""
+    n = len(value)
+    return (_BYTE[n] if n < 127 else _hpack_int(n, 7)) + value
 
 
 # :status 200 (static index 8), content-type (static name 31): application/grpc
@@ -328,11 +347,12 @@ class _Connection:
         self.streams.pop(stream.sid, None)
 
     def respond(self, stream: _Stream, reply: Reply) -> None:
-        trailer = [_literal(b"grpc-status", b"%d" % reply.code)]
+        code = reply.code
+        trailer = [_OK_TRAILER if code == 0 else _literal(b"grpc-status", b"%d" % code)]
         if reply.message:
             trailer.append(_literal(b"grpc-message", _percent(reply.message)))
         for k, v in reply.trailers:
-            trailer.append(_literal(k.encode("latin-1"), v.encode("latin-1", "replace")))
+            trailer.append(_literal_name(k) + _literal_value(v.encode("latin-1", "replace")))
         block = b"".join(trailer)
         out: list[bytes] = []
         with self.lock:
