@@ -251,9 +251,10 @@ _CACHED_REPLIES = 16
 class KeptHeader:
     """What is worked out once for a header :class:`HeaderReader` keeps.
 
-    ``choices``: its :data:`OutputChoices`. :meth:`encode_reply` answers like :func:`encode_reply`, with the reply's JSON header
-    kept too: a reply of the same version, output names, datatypes and shapes has the
-    same header bytes, so only the tensors' bytes are made per request.
+    ``choices``: its :data:`OutputChoices`. :meth:`encode_reply` answers like
+    :func:`encode_reply`, with the reply's JSON header kept too: a reply of the same
+    version, output names, datatypes and shapes has the same header bytes, so only the
+    tensors' bytes are made per request.
     """
 
     __slots__ = ("_heads", "choices")
@@ -268,13 +269,14 @@ class KeptHeader:
         """What :func:`encode_reply` answers for ``reply`` to ``payload`` (this header's)."""
         outputs = reply["outputs"]
         default, listed, named = self.choices
+        if not outputs:
+            return encode_reply(reply, payload, self.choices)  # nothing binary: JSON
         key: tuple[Any, ...] = (reply.get("model_version"),)
         for out in outputs:
             name, data = out["name"], out.get("data")
-            if not (name in listed or (default and name not in named)) or not isinstance(
-                data, np.ndarray
-            ):
-                return encode_reply(reply, payload, self.choices)  # some output stays JSON
+            binary = name in listed or (default and name not in named)
+            if not binary or not isinstance(data, np.ndarray) or "parameters" in out:
+                return encode_reply(reply, payload, self.choices)  # not the kept layout
             key += (name, out["datatype"], *out["shape"], None)
         kept = self._heads.get(key)
         if kept is None:

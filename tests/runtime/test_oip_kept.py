@@ -65,6 +65,10 @@ CASES = {
         {"outputs": [{"name": "total", "parameters": {"binary_data": True}}]},
     ),
     "a shape the field cannot take": (np.zeros((2, 2, 2)), {}),
+    "an output that does not exist, binary asked": (
+        np.arange(4.0).reshape(2, 2),
+        {"outputs": [{"name": "nope"}], "parameters": {"binary_data_output": True}},
+    ),
 }
 
 
