@@ -65,6 +65,7 @@ CASES = {
         {"outputs": [{"name": "total", "parameters": {"binary_data": True}}]},
     ),
     "a shape the field cannot take": (np.zeros((2, 2, 2)), {}),
+    "no rows, binary asked": (np.zeros((0, 3)), {"parameters": {"binary_data_output": True}}),
     "an output that does not exist, binary asked": (
         np.arange(4.0).reshape(2, 2),
         {"outputs": [{"name": "nope"}], "parameters": {"binary_data_output": True}},
