@@ -661,7 +661,12 @@ class _Connection:
 
     def _run_call(self, stream: _Stream, body: bytes, *, inline: bool) -> bytes | None:
         """Answer one call; ``inline`` (on the reader): first take, without waiting,
-        what the client has sent since (None: nothing)."""
+        what the client has sent since (None: nothing).
+
+        The take comes before the reply's ``send``, not after: the reply wakes the
+        client, which may run (on the same CPU, at once) and send its next call before
+        the take, and every client that waits for its replies would look like one that
+        sends calls at once (tried: a stub's c=1 round trip went from 36 to 75 us)."""
         early = None
         started = time.perf_counter()
         try:
