@@ -6,7 +6,7 @@ keep-alive connections sending single-row requests, counted after a warm-up:
 * ``at the limit``: 100 connections (wrk, or :mod:`bench._load` when wrk is absent);
 * ``10x, Retry-After ignored``: 1,000 connections that resend at once after a 503, as
   wrk does (the case that used to collapse: 27 successes in 5 s);
-* ``beside it``: meanwhile, 20 new clients a second, each sending one request on a
+* ``beside it``: meanwhile, 60 new clients a second, each sending one request on a
   connection of its own: their 503 latency is what being shed costs a client that is
   not already resending (a client that honours ``Retry-After`` comes back as one).
 

@@ -13,7 +13,9 @@ pipelining (answered in order), ``Expect: 100-continue``, chunked request bodies
 The body limit (``MLFN_MAX_BODY_BYTES``) is checked from ``Content-Length`` before the
 body is read, and while a chunked one arrives: 413, and the connection closes. While the
 server is full, a new connection whose first request (a complete ``POST``) is already
-there is answered 503 from the accept callback (:func:`shed_at_accept`). A request
+there is answered 503 from the accept callback (:func:`shed_at_accept`), any other
+starts at once, and the worker looks for new connections between requests as well as
+once a turn of its event loop (:meth:`_Tracker.between_requests`). A request
 that does not parse gets 400 and the connection closes. Every status still comes from
 :mod:`runtime.server.errors` through the app.
 
@@ -64,6 +66,11 @@ model is loaded (Python's default: 700). What is alive then is the requests in f
 ten times the limit some 350 of them (running and queued) hold their objects across each
 collection, which the default threshold walked ten times more often, promoting them
 to older generations that were walked again."""
+
+ACCEPT_LOOK_S = 0.0005
+"""While every slot is taken, how often a worker looks for new connections between the
+requests it serves (a non-blocking ``accept``): a new client is shed within about this,
+not after the event loop's turn (:meth:`_Tracker.between_requests`)."""
 
 SWITCH_INTERVAL_S = 0.001
 """The most time gevent's hub spends running ready greenlets before it looks at sockets
@@ -226,11 +233,36 @@ def encode(resp: Response, *, keep_alive: bool, http10: bool = False, head: bool
 
 
 class _Tracker:
-    """What a stopping worker needs to know about connections: which ones are idle."""
+    """What the connections of a worker share: whether it is stopping, which of them are
+    idle, and the look for new connections between requests while the server is full."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        accept_waiting: Callable[[], None] | None = None,
+        saturated: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.alive = True
         self.idle: set[socket.socket] = set()
+        self.accept_waiting = accept_waiting
+        self.saturated = saturated
+        self._next_look = 0.0
+
+    def between_requests(self) -> None:
+        """Accept the connections waiting, if every slot is taken and the last look was
+        :data:`ACCEPT_LOOK_S` ago or more.
+
+        The hub looks at the listening socket once per turn of the event loop, after
+        every greenlet that was ready has run, and a turn of a full server runs a few
+        hundred requests' steps: milliseconds. A new connection's request, which is
+        shed (:func:`shed_at_accept`) or queued at once when it is accepted, waited for
+        that turn; looked for between requests, it waits at most about this interval.
+        """
+        if self.accept_waiting is None or not self.saturated():
+            return
+        now = time.perf_counter()
+        if now >= self._next_look:
+            self._next_look = now + ACCEPT_LOOK_S
+            self.accept_waiting()
 
 
 def serve_connection(
@@ -249,6 +281,7 @@ def serve_connection(
         if waiting:
             if not tracker.alive:
                 return
+            tracker.between_requests()
             idle.add(sock)
         try:
             data = recv(65536)
@@ -429,8 +462,11 @@ def worker_class() -> type:
     """The gunicorn worker class (gevent is imported only when a server uses it)."""
     import gevent
     import gunicorn.workers.ggevent as ggevent
+    from gevent.pool import PoolFull
     from gevent.server import StreamServer
     from gunicorn.workers.ggevent import GeventWorker
+
+    _ACCEPTING: list[AcceptLoop] = []  # the listeners of this process that accept now
 
     class AcceptLoop(StreamServer):  # type: ignore[misc]
         """gunicorn's accept loop, but not one connection per turn when every slot is taken.
@@ -458,13 +494,76 @@ def worker_class() -> type:
         def max_accept(self, value: int) -> None:
             self._calm = value
 
+        def start_accepting(self) -> None:
+            super().start_accepting()
+            if self not in _ACCEPTING:
+                _ACCEPTING.append(self)
+
+        def stop_accepting(self) -> None:
+            super().stop_accepting()
+            with contextlib.suppress(ValueError):
+                _ACCEPTING.remove(self)
+
+        @staticmethod
+        def accept_waiting() -> None:
+            """Accept, now, the connections waiting on every listener of this process
+            that accepts, as the hub's turn would (from a greenlet: nothing here blocks;
+            a connection started at once runs first, see :meth:`_start_now`). A failed
+            accept is left to the hub's turn, which backs off."""
+            for server in list(_ACCEPTING):
+                for _ in range(server.max_accept):
+                    if server.full():
+                        break
+                    try:
+                        args = server.do_read()
+                    except OSError:
+                        break
+                    if not args:
+                        break
+                    try:
+                        server.do_handle(*args)
+                    except Exception:  # as the hub's accept reports it; the caller goes on
+                        server.loop.handle_error((args[1:], server), *sys.exc_info())
+
+        def _start_now(self, client: socket.socket, address: Any) -> None:
+            """Run the connection's greenlet now, until it first waits, not at the next
+            turn of the event loop (where a spawned one starts).
+
+            Its request was not shed at accept: the queue had room. A turn of a full
+            server takes milliseconds, and its room was often taken by then, so the
+            request was shed after all, a turn late. Started now it takes its place in
+            the queue (or is shed) at once. Called from a greenlet (a look between
+            requests), that greenlet goes on at the next turn, as after ``sleep(0)``.
+            """
+
+            def run() -> None:
+                try:
+                    self.handle(client, address)
+                finally:
+                    self.do_close(client, address)
+
+            connection = gevent.Greenlet(run)
+            if self.pool is not None:
+                try:
+                    self.pool.add(connection, blocking=False)
+                except PoolFull:
+                    self.do_close(client, address)
+                    raise
+            here, hub = gevent.getcurrent(), gevent.get_hub()
+            if here is not hub:
+                hub.loop.run_callback(here.switch)
+            connection.switch()
+
         def do_handle(self, client: socket.socket, address: Any) -> None:
             """Shed a new connection's first request right here when it can be
             (:func:`shed_at_accept`); else, and for what follows, the connection's
             greenlet."""
             early = self.at_accept(client)
             if early is None:
-                super().do_handle(client, address)
+                if self.saturated():
+                    self._start_now(client, address)
+                else:
+                    super().do_handle(client, address)
             elif early.keep or early.unsent:
                 super().do_handle(client, address, early)
             else:
@@ -489,12 +588,16 @@ def worker_class() -> type:
             limiter = self.wsgi.limiter
             AcceptLoop.saturated = staticmethod(lambda: limiter.saturated)
             app, tracker = self.wsgi, self._tracker
+            tracker.accept_waiting = AcceptLoop.accept_waiting
+            tracker.saturated = lambda: limiter.saturated
 
             def at_accept(sock: socket.socket) -> ShedAtAccept | None:
                 return shed_at_accept(app, sock, alive=tracker.alive)
 
             AcceptLoop.at_accept = staticmethod(at_accept)
             ggevent.StreamServer = AcceptLoop  # what gunicorn's run() builds, in this process
+            for listener in self.sockets:
+                _defer_accept(listener)
             sys.setswitchinterval(SWITCH_INTERVAL_S)  # greenlets share one thread: for the hub
             gevent.spawn(_freeze_when_ready, self.wsgi)
             super().run()
@@ -549,6 +652,18 @@ def worker_class() -> type:
                         getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
 
     return MlfnWorker
+
+
+def _defer_accept(listener: Any) -> None:
+    """Have the kernel hand over a TCP connection only once its first bytes are there
+    (``TCP_DEFER_ACCEPT``, nginx's ``deferred``): a connection accepted early, as the
+    looks between requests accept them, would otherwise often come before its request,
+    and miss being shed at accept (:func:`shed_at_accept`)."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is None or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        listener.setsockopt(socket.IPPROTO_TCP, option, 1)
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:

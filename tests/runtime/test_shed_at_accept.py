@@ -169,3 +169,103 @@ def _read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         got += chunk
     return got
+
+
+@pytest.mark.unit
+def test_between_requests_looks_for_connections_only_while_full_and_not_too_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runtime.server import worker
+
+    looks: list[int] = []
+    full = [False]
+    tracker = worker._Tracker(lambda: looks.append(1), lambda: full[0])
+    tracker.between_requests()
+    assert looks == []  # slots free: the hub's turns accept soon enough
+    full[0] = True
+    monkeypatch.setattr(worker, "ACCEPT_LOOK_S", 3600.0)
+    tracker.between_requests()
+    tracker.between_requests()
+    assert looks == [1]  # once per interval, however many requests end in it
+    monkeypatch.setattr(worker, "ACCEPT_LOOK_S", 0.0)
+    tracker._next_look = 0.0
+    tracker.between_requests()
+    tracker.between_requests()
+    assert looks == [1, 1, 1]
+    worker._Tracker().between_requests()  # no listener to look at: nothing happens
+
+
+@pytest.mark.unit
+def test_accept_waiting_takes_a_waiting_connection_without_a_turn_of_the_hub() -> None:
+    from runtime.server.worker import _defer_accept, worker_class
+
+    seen: list[bytes] = []
+
+    def at_accept(sock: socket.socket) -> ShedAtAccept:
+        seen.append(getattr(sock, "_sock", sock).recv(100))
+        return ShedAtAccept(False, b"", None)  # answered here: the connection closes
+
+    loop = worker_class().accept_loop
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)  # as gevent's listening sockets are
+        _defer_accept(listener)
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+        server = loop(listener, handle=lambda *a: None)
+        server.at_accept = at_accept
+        loop.accept_waiting()  # not accepting yet: nothing to look at
+        server.start()
+        try:
+            with socket.create_connection(listener.getsockname(), timeout=5) as client:
+                client.sendall(b"POST / HTTP/1.1\r\n")
+                # TCP_DEFER_ACCEPT: queued for accept once its bytes are there
+                wait_for(lambda: bool(loop.accept_waiting() or seen), 5, "the connection taken")
+                assert seen == [b"POST / HTTP/1.1\r\n"]
+                assert client.recv(10) == b""  # closed by do_handle, from this very call
+            server.stop_accepting()
+            with socket.create_connection(listener.getsockname(), timeout=5) as late:
+                late.sendall(b"GET")
+                loop.accept_waiting()  # a listener that stopped accepting is not looked at
+                assert len(seen) == 1
+        finally:
+            server.close()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("saturated", [True, False])
+def test_a_connection_of_a_full_server_starts_at_once_a_calm_one_at_the_next_turn(
+    saturated: bool,
+) -> None:
+    import gevent
+
+    from runtime.server.worker import worker_class
+
+    handled: list[bytes] = []
+    loop = worker_class().accept_loop
+    gevent.sleep(0)  # the hub runs, as in a worker (a greenlet that ends goes back to it)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        server = loop(listener, handle=lambda client, _: handled.append(client.recv(100)), spawn=10)
+        server.saturated = lambda: saturated
+        server.start()
+        try:
+            with socket.create_connection(listener.getsockname(), timeout=5) as client:
+                client.sendall(b"POST / HTTP/1.1\r\n")
+                wait_for(
+                    lambda: bool(loop.accept_waiting() or handled) or _queued(server), 5, "taken"
+                )
+                # full: its greenlet ran here, before this call returned; calm: spawned
+                assert handled == ([b"POST / HTTP/1.1\r\n"] if saturated else [])
+                gevent.sleep(0.01)
+                assert handled == [b"POST / HTTP/1.1\r\n"]
+        finally:
+            server.close()
+
+
+def _queued(server: object) -> bool:
+    """A connection was taken and its greenlet is waiting to start (spawned)."""
+    pool = getattr(server, "pool", None)
+    return pool is not None and len(pool) > 0
