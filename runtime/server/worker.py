@@ -557,7 +557,8 @@ def worker_class() -> type:
         def do_handle(self, client: socket.socket, address: Any) -> None:
             """Shed a new connection's first request right here when it can be
             (:func:`shed_at_accept`); else, and for what follows, the connection's
-            greenlet."""
+            greenlet: started at once while every slot is taken (:meth:`_start_now`),
+            spawned otherwise."""
             early = self.at_accept(client)
             if early is None:
                 if self.saturated():
