@@ -320,3 +320,26 @@ def test_a_waiter_whose_wait_runs_out_is_shed_and_leaves_no_count() -> None:
     assert fleet.totals() == (0, 0)
     with lim.slot():  # the poller is gone with the last waiter; a new one comes back
         assert fleet.totals() == (1, 0)
+
+
+def test_a_lock_held_for_a_moment_is_taken_without_a_turn_of_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runtime.server import fleet as fleet_module
+
+    fleet = Fleet(workers=1)
+    pauses: list[float] = []
+    fleet._yield = pauses.append  # what gevent's sleep is in a worker
+    busy = iter([False, False, False, True])  # held for three tries, then let go
+    monkeypatch.setattr(fleet, "_try_lock", lambda: next(busy))
+    monkeypatch.setattr(fleet_module, "LOCK_SPIN_S", 3600.0)
+    fleet._lock()
+    assert pauses == []  # taken while trying again at once
+    fleet._local.release()
+
+    busy = iter([False] * 5 + [True])
+    monkeypatch.setattr(fleet, "_try_lock", lambda: next(busy))
+    monkeypatch.setattr(fleet_module, "LOCK_SPIN_S", 0.0)  # still held: the greenlets run
+    fleet._lock()
+    assert pauses == [0, 0, 0, fleet_module.LOCK_BACKOFF_S, fleet_module.LOCK_BACKOFF_S]
+    fleet._local.release()
