@@ -19,8 +19,8 @@ forks:
 The table is a file mapped ``MAP_SHARED`` (unlinked at once: nothing stays on disk);
 its lock is a POSIX record lock (``lockf``) on the same file, which the kernel releases
 when a worker dies holding it. Under gevent a worker never blocks in ``lockf``: it tries
-without waiting and, while another worker holds the lock, lets its other greenlets run
-(:meth:`Fleet._lock`). A blocking ``lockf`` froze the whole event loop for as long as
+without waiting, again for a few microseconds while another worker holds the lock, and
+then lets its other greenlets run (:meth:`Fleet._lock`). A blocking ``lockf`` froze the whole event loop for as long as
 the holder was off the CPU: on a busy machine the holder is preempted with the lock held
 (lock-holder preemption), and every request and accept of the waiting worker stood still
 for a scheduler time slice. Each worker owns a row (its pid and its own counts); when
@@ -115,8 +115,9 @@ class Fleet:
         """Take the table's lock (release it with :meth:`_unlock`).
 
         With threads, ``lockf`` blocks only the calling thread. Under gevent it would block
-        the worker's only thread, so the lock is tried without waiting and, while another
-        worker holds it, the other greenlets run between tries (see the module).
+        the worker's only thread, so the lock is tried without waiting (again and again
+        for :data:`LOCK_SPIN_S`) and, while another worker still holds it, the other
+        greenlets run between tries (see the module).
         """
         self._local.acquire()
         pause = self._yield
