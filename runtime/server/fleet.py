@@ -20,12 +20,12 @@ The table is a file mapped ``MAP_SHARED`` (unlinked at once: nothing stays on di
 its lock is a POSIX record lock (``lockf``) on the same file, which the kernel releases
 when a worker dies holding it. Under gevent a worker never blocks in ``lockf``: it tries
 without waiting, again for a few microseconds while another worker holds the lock, and
-then lets its other greenlets run (:meth:`Fleet._lock`). A blocking ``lockf`` froze the whole event loop for as long as
-the holder was off the CPU: on a busy machine the holder is preempted with the lock held
-(lock-holder preemption), and every request and accept of the waiting worker stood still
-for a scheduler time slice. Each worker owns a row (its pid and its own counts); when
-gunicorn reaps a worker, the master subtracts that row from the totals, so a worker
-killed mid-request (timeout, OOM) leaks no slot.
+then lets its other greenlets run (:meth:`Fleet._lock`). A blocking ``lockf`` froze the
+whole event loop for as long as the holder was off the CPU: on a busy machine the
+holder is preempted with the lock held (lock-holder preemption), and every request and
+accept of the waiting worker stood still for a scheduler time slice. Each worker owns a
+row (its pid and its own counts); when gunicorn reaps a worker, the master subtracts
+that row from the totals, so a worker killed mid-request (timeout, OOM) leaks no slot.
 
 A single-worker server does not use any of this (the lean path).
 """
